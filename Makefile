@@ -1,0 +1,32 @@
+# `make test` and `make demo` set everything up on first use (see README).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dcdc-installed
+
+.PHONY: install test demo params clean-venv
+
+install: $(STAMP)
+
+# Idempotent: re-runs only when the venv is missing or these files change.
+$(STAMP): setup.py Makefile tools/install_detectron2.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade "pip>=23" wheel
+	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
+	$(PY) tools/install_detectron2.py
+	$(PY) -m pip install "numpy<2" "setuptools<81" pycocotools opencv-python-headless \
+		panopticapi-lite pytest
+	$(PY) -m pip install --no-build-isolation -e .
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q tests
+
+params: install
+	$(PY) tools/param_table.py
+
+demo: install
+	$(PY) tools/param_table.py
+
+clean-venv:
+	rm -rf $(VENV)

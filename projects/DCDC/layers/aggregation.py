@@ -1,0 +1,126 @@
+"""The LSA aggregation of Eq. 5 (involution): a per-pixel, per-group K x K weighted sum.
+
+``Y[b, c, h, w] = sum_{i,j} Xpad[b, c, h*s + i, w*s + j] * H[b, c // (C // G), i*K + j, h, w]``
+
+The usual involution code builds this with ``unfold``, which materializes a
+``B x C x K^2 x H' x W'`` tensor (49x the input for K=7). :func:`lsa_aggregate` instead loops
+over the K^2 kernel offsets and accumulates strided views of the padded input in place, in
+forward and in backward (a custom autograd function), so its extra memory is one padded copy of
+the input.
+"""
+import torch
+import torch.nn.functional as F
+
+__all__ = ["lsa_aggregate", "lsa_aggregate_unfold", "check_aggregate_inputs"]
+
+
+def check_aggregate_inputs(x, kernels, kernel_size, stride):
+    """Validate the arguments of :func:`lsa_aggregate`; return ``(groups, H', W')``."""
+    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(
+            f"kernel_size must be a positive odd integer so the window is centred, got "
+            f"{kernel_size!r}; use e.g. 3 or 7."
+        )
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}.")
+    if x.dim() != 4:
+        raise ValueError(
+            f"x must be a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}; "
+            "add a batch dimension with x[None] for a single image."
+        )
+    batch, channels, height, width = x.shape
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    if kernels.dim() != 5:
+        raise ValueError(
+            f"kernels must be a 5-D (B, G, K*K, H', W') tensor, got shape {tuple(kernels.shape)}."
+        )
+    groups = kernels.shape[1]
+    expected = (batch, groups, kernel_size * kernel_size, out_h, out_w)
+    if groups == 0 or channels % groups != 0 or tuple(kernels.shape) != expected:
+        raise ValueError(
+            f"kernels has shape {tuple(kernels.shape)} but x of shape {tuple(x.shape)} with "
+            f"kernel_size={kernel_size}, stride={stride} needs (B, G, K*K, H', W') = "
+            f"({batch}, G, {kernel_size * kernel_size}, {out_h}, {out_w}) with G dividing "
+            f"C={channels} (H' = ceil(H / stride))."
+        )
+    return groups, out_h, out_w
+
+
+def _offset_views(x_pad, kernel_size, stride, out_h, out_w):
+    """Yield ``(i*K + j, strided view of x_pad seen by kernel tap (i, j))``, each (B, C, H', W')."""
+    h_span, w_span = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            yield i * kernel_size + j, x_pad[:, :, i : i + h_span : stride, j : j + w_span : stride]
+
+
+class _LSAAggregate(torch.autograd.Function):
+    """Shift-and-accumulate aggregation; never builds the B x C x K^2 x H' x W' tensor."""
+
+    @staticmethod
+    def forward(ctx, x, kernels, kernel_size, stride):
+        batch, channels = x.shape[:2]
+        groups, out_h, out_w = kernels.shape[1], kernels.shape[3], kernels.shape[4]
+        pad = (kernel_size - 1) // 2
+        x_pad = F.pad(x, (pad, pad, pad, pad))
+        out = x.new_zeros(batch, groups, channels // groups, out_h, out_w)
+        for tap, view in _offset_views(x_pad, kernel_size, stride, out_h, out_w):
+            # out[b, g, c', h, w] += x[b, g, c', ...] * H[b, g, tap, h, w]
+            out.addcmul_(view.reshape(out.shape), kernels[:, :, tap, None])
+        ctx.save_for_backward(x, kernels)
+        ctx.geometry = (kernel_size, stride)
+        return out.view(batch, channels, out_h, out_w)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, kernels = ctx.saved_tensors
+        kernel_size, stride = ctx.geometry
+        batch, channels, height, width = x.shape
+        groups, out_h, out_w = kernels.shape[1], kernels.shape[3], kernels.shape[4]
+        pad = (kernel_size - 1) // 2
+        grad_out = grad_out.reshape(batch, groups, channels // groups, out_h, out_w)
+        grad_x = grad_kernels = None
+        if ctx.needs_input_grad[0]:
+            grad_x_pad = x.new_zeros(batch, channels, height + 2 * pad, width + 2 * pad)
+            for tap, view in _offset_views(grad_x_pad, kernel_size, stride, out_h, out_w):
+                view.view(grad_out.shape).addcmul_(grad_out, kernels[:, :, tap, None])
+            grad_x = grad_x_pad[:, :, pad : pad + height, pad : pad + width]
+        if ctx.needs_input_grad[1]:
+            x_pad = F.pad(x, (pad, pad, pad, pad))
+            grad_kernels = torch.empty_like(kernels)
+            for tap, view in _offset_views(x_pad, kernel_size, stride, out_h, out_w):
+                torch.sum(view.reshape(grad_out.shape) * grad_out, dim=2, out=grad_kernels[:, :, tap])
+        return grad_x, grad_kernels, None, None
+
+
+def lsa_aggregate(x, kernels, kernel_size, stride=1):
+    """Aggregate ``x`` with per-pixel kernels (paper Eq. 5).
+
+    Args:
+        x: (B, C, H, W) input.
+        kernels: (B, G, K*K, H', W') kernels from the LSA kernel generator, H' = ceil(H / stride),
+            taps ordered (kh, kw); channel c uses group ``c // (C // G)``.
+        kernel_size: K, odd. Zero padding is (K - 1) // 2.
+        stride: sampling stride of the output grid.
+
+    Returns:
+        (B, C, H', W') tensor in the promoted dtype of ``x`` and ``kernels``.
+    """
+    check_aggregate_inputs(x, kernels, kernel_size, stride)
+    dtype = torch.promote_types(x.dtype, kernels.dtype)
+    x, kernels = x.to(dtype), kernels.to(dtype)
+    return _LSAAggregate.apply(x, kernels, kernel_size, stride)
+
+
+def lsa_aggregate_unfold(x, kernels, kernel_size, stride=1):
+    """The aggregation as the official involution code writes it, with ``unfold``.
+
+    Kept as the baseline for benchmarks; it materializes (B, C, K^2, H', W').
+    """
+    groups, out_h, out_w = check_aggregate_inputs(x, kernels, kernel_size, stride)
+    batch, channels = x.shape[:2]
+    pad = (kernel_size - 1) // 2
+    patches = F.unfold(x, kernel_size, padding=pad, stride=stride).view(
+        batch, groups, channels // groups, kernel_size * kernel_size, out_h, out_w
+    )
+    return (kernels.unsqueeze(2) * patches).sum(dim=3).view(batch, channels, out_h, out_w)

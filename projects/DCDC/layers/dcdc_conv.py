@@ -1,0 +1,232 @@
+"""The Dual Complementary Dynamic Convolution operator (paper Sec. III-B, Eq. 4-11).
+
+``DCDCConv2d(X) = LSA(X) + GSI(X)`` keeps the channel count C:
+
+* :class:`LSA`, local spatial-adaptive branch (Eq. 5-7): an involution whose kernel generator
+  phi alternates depth-wise and point-wise convs, so each K x K kernel is predicted from a
+  neighbourhood instead of a single pixel.
+* :class:`GSI`, global shift-invariant branch (Eq. 8-10): one dynamic m x m x k x k kernel per
+  sample, predicted from the globally pooled features, applied like an ordinary convolution.
+
+The Table III ablations are selected with ``DCDCConv2d(global_branch=...)`` and
+``dw_kernel_size=0`` (RedNet's involution); :func:`build_operator` names them.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.layers import Conv2d, get_norm
+
+from .aggregation import lsa_aggregate
+
+__all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "OPERATORS", "gsi_channels"]
+
+OPERATORS = ("dcdc", "lsa", "rednet", "conv")
+GLOBAL_BRANCHES = ("gsi", "conv_small", "conv_large", "none")
+
+
+def _downsample(stride):
+    """AvgPool matching the aggregation's output grid (ceil(H / stride)) on odd sizes too."""
+    if stride == 1:
+        return nn.Identity()
+    return nn.AvgPool2d(stride, stride, ceil_mode=True)
+
+
+def _check_input(module, x):
+    if x.dim() != 4 or x.shape[1] != module.channels:
+        raise ValueError(
+            f"{type(module).__name__} expects x of shape (B, {module.channels}, H, W), got "
+            f"{tuple(x.shape)}; check the channels the operator was built with."
+        )
+
+
+def gsi_channels(channels, gsi_scale):
+    """m = round(lambda * sqrt(C)), the GSI branch width (Sec. III-B2)."""
+    return max(1, int(round(gsi_scale * math.sqrt(channels))))
+
+
+class LSA(nn.Module):
+    """Local spatial-adaptive dynamic convolution (Eq. 5-7, Fig. 3b).
+
+    Kernel generator phi (Eq. 7), on ``AvgPool(stride)(X)`` when stride > 1:
+    ``DW(k_dw) -> PW C->C/r + norm + ReLU -> DW(k_dw) -> PW C/r->K*K*G (bias)``.
+    With ``dw_kernel_size=0`` the DW convs are dropped, giving RedNet's involution (Eq. 6).
+    """
+
+    def __init__(self, channels, kernel_size=7, stride=1, group_channels=16, reduction=4,
+                 dw_kernel_size=3, norm="BN"):
+        super().__init__()
+        if kernel_size % 2 == 0 or kernel_size < 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}; use e.g. 3 or 7.")
+        if dw_kernel_size and dw_kernel_size % 2 == 0:
+            raise ValueError(f"dw_kernel_size must be odd or 0, got {dw_kernel_size}.")
+        if group_channels < 1 or channels % group_channels != 0:
+            raise ValueError(
+                f"channels={channels} is not divisible by group_channels={group_channels}; "
+                "choose group_channels dividing the channel count (the paper uses 16)."
+            )
+        if reduction < 1 or channels // reduction < 1:
+            raise ValueError(f"reduction={reduction} leaves no channels out of {channels}.")
+        self.channels, self.kernel_size, self.stride = channels, kernel_size, stride
+        self.groups = channels // group_channels
+        self.dw_kernel_size = dw_kernel_size
+        hidden = channels // reduction
+
+        def depthwise(ch):  # sigma_dw of Eq. 7: spatial context for the kernel prediction
+            return Conv2d(ch, ch, dw_kernel_size, padding=dw_kernel_size // 2, groups=ch,
+                          bias=False) if dw_kernel_size else None
+
+        self.pool = _downsample(stride)
+        self.dw_in = depthwise(channels)                                  # Eq. 7, sigma_dw
+        self.reduce = Conv2d(channels, hidden, 1, bias=False,             # Eq. 7, sigma_pw
+                             norm=get_norm(norm, hidden), activation=nn.ReLU(inplace=True))
+        self.dw_hidden = depthwise(hidden)                                # Eq. 7, sigma_dw
+        self.span = Conv2d(hidden, kernel_size * kernel_size * self.groups, 1)  # Eq. 7, sigma_pw
+
+    def kernels(self, x):
+        """H of Eq. 6/7: (B, G, K*K, H', W') per-pixel kernels."""
+        h = self.pool(x)
+        if self.dw_in is not None:
+            h = self.dw_in(h)
+        h = self.reduce(h)
+        if self.dw_hidden is not None:
+            h = self.dw_hidden(h)
+        h = self.span(h)
+        return h.view(h.shape[0], self.groups, self.kernel_size ** 2, h.shape[2], h.shape[3])
+
+    def forward(self, x):
+        _check_input(self, x)
+        return lsa_aggregate(x, self.kernels(x), self.kernel_size, self.stride)  # Eq. 5
+
+    def extra_repr(self):
+        return (f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"groups={self.groups}, dw_kernel_size={self.dw_kernel_size}")
+
+
+class GSI(nn.Module):
+    """Global shift-invariant dynamic convolution (Eq. 8-10).
+
+    ``Z = ReLU(norm(PW C->m (X)))`` with m = round(lambda * sqrt(C));
+    ``P_b = PW m->m*m*k*k (GAP(Z_b))`` (Eq. 9-10), one kernel per sample;
+    ``Y = PW m->C (conv(AvgPool(stride)(Z), P_b))`` (Eq. 8).
+    ``dynamic=False`` is the Table III "Conv_small" ablation: a static 3x3 conv m->m in place of
+    GAP -> PW -> dynamic conv.
+    """
+
+    def __init__(self, channels, stride=1, gsi_kernel_size=1, gsi_scale=1.0, norm="BN",
+                 dynamic=True):
+        super().__init__()
+        if gsi_kernel_size % 2 == 0 or gsi_kernel_size < 1:
+            raise ValueError(f"gsi_kernel_size must be odd, got {gsi_kernel_size}.")
+        if gsi_scale <= 0:
+            raise ValueError(f"gsi_scale (lambda) must be positive, got {gsi_scale}.")
+        self.channels, self.stride, self.dynamic = channels, stride, dynamic
+        self.kernel_size = gsi_kernel_size
+        self.width = m = gsi_channels(channels, gsi_scale)
+        self.reduce = Conv2d(channels, m, 1, bias=False,                      # Eq. 10, inner sigma_pw
+                             norm=get_norm(norm, m), activation=nn.ReLU(inplace=True))
+        if dynamic:
+            self.pool = _downsample(stride)
+            self.kernel_gen = nn.Conv2d(m, m * m * gsi_kernel_size ** 2, 1)  # Eq. 10, outer sigma_pw
+        else:
+            self.static_conv = Conv2d(m, m, 3, stride=stride, padding=1, bias=False)
+        self.expand = Conv2d(m, channels, 1, bias=False)                      # back to C channels
+
+    def dynamic_kernels(self, z):
+        """P_b of Eq. 9-10: (B, m, m, k, k), one kernel per sample from GAP(Z)."""
+        k = self.kernel_size
+        p = self.kernel_gen(F.adaptive_avg_pool2d(z, 1))
+        return p.view(z.shape[0], self.width, self.width, k, k)
+
+    def forward(self, x):
+        _check_input(self, x)
+        z = self.reduce(x)
+        if self.dynamic:
+            z = per_sample_conv(self.pool(z), self.dynamic_kernels(z))   # Eq. 8
+        else:
+            z = self.static_conv(z)
+        return self.expand(z)
+
+    def extra_repr(self):
+        kind = "dynamic" if self.dynamic else "static 3x3 (Conv_small)"
+        return (f"channels={self.channels}, width={self.width}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, {kind}")
+
+
+def per_sample_conv(z, kernels):
+    """Convolve sample b of ``z`` (B, m, H, W) with its own ``kernels[b]`` (m_out, m, k, k).
+
+    k = 1 is a batched matrix product; larger k is one grouped conv over a (1, B*m, H, W) view.
+    """
+    batch, m, height, width = z.shape
+    m_out, k = kernels.shape[1], kernels.shape[-1]
+    kernels = kernels.to(z.dtype)
+    if k == 1:
+        out = torch.bmm(kernels.view(batch, m_out, m), z.reshape(batch, m, height * width))
+        return out.view(batch, m_out, height, width)
+    if batch == 0:
+        return z.new_zeros(0, m_out, height, width) + kernels.sum() * 0
+    out = F.conv2d(z.reshape(1, batch * m, height, width), kernels.reshape(batch * m_out, m, k, k),
+                   padding=k // 2, groups=batch)
+    return out.view(batch, m_out, height, width)
+
+
+class DCDCConv2d(nn.Module):
+    """Y = LSA(X) + GSI(X) (Eq. 4, 11); input and output have ``channels`` channels.
+
+    Args:
+        channels: C, divisible by ``group_channels``.
+        kernel_size: LSA kernel size K (odd; 7 in the bottlenecks, 3 in the stem).
+        stride: 1 or 2; both branches output ceil(H / stride) x ceil(W / stride).
+        group_channels: channels sharing one LSA kernel (G = C / group_channels).
+        reduction: 1 / alpha, width reduction inside the LSA kernel generator.
+        dw_kernel_size: k_dw of the generator's depth-wise convs; 0 removes them (RedNet).
+        gsi_kernel_size: k_gsi of the dynamic GSI kernel.
+        gsi_scale: lambda; the GSI width is m = round(lambda * sqrt(C)).
+        norm: detectron2 norm name for the norms inside both generators (see ``get_norm``).
+        global_branch: "gsi" (DCDC), "conv_small" / "conv_large" (Table III ablations), or
+            "none" (LSA only).
+    """
+
+    def __init__(self, channels, kernel_size=7, stride=1, group_channels=16, reduction=4,
+                 dw_kernel_size=3, gsi_kernel_size=1, gsi_scale=1.0, norm="BN",
+                 global_branch="gsi"):
+        super().__init__()
+        if global_branch not in GLOBAL_BRANCHES:
+            raise ValueError(f"global_branch must be one of {GLOBAL_BRANCHES}, got {global_branch!r}.")
+        self.channels, self.stride, self.global_branch = channels, stride, global_branch
+        self.lsa = LSA(channels, kernel_size, stride, group_channels, reduction, dw_kernel_size, norm)
+        if global_branch in ("gsi", "conv_small"):
+            self.gsi = GSI(channels, stride, gsi_kernel_size, gsi_scale, norm,
+                           dynamic=global_branch == "gsi")
+        elif global_branch == "conv_large":
+            self.gsi = Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
+        else:
+            self.gsi = None
+
+    def forward(self, x):
+        _check_input(self, x)
+        y = self.lsa(x)
+        return y if self.gsi is None else y + self.gsi(x)
+
+    def extra_repr(self):
+        return f"channels={self.channels}, stride={self.stride}, global_branch={self.global_branch}"
+
+
+def build_operator(operator, channels, kernel_size=7, stride=1, norm="BN", **operator_kwargs):
+    """The spatial operator of a DCDC-ResNet bottleneck or neck, by name.
+
+    "dcdc": LSA + GSI; "lsa": LSA only; "rednet": RedNet's involution (no DW convs, no GSI);
+    "conv": a plain 3x3 conv (the ResNet baseline in the same layout; ``operator_kwargs`` unused).
+    """
+    if operator == "conv":
+        return Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
+    if operator == "lsa":
+        operator_kwargs = {**operator_kwargs, "global_branch": "none"}
+    elif operator == "rednet":
+        operator_kwargs = {**operator_kwargs, "global_branch": "none", "dw_kernel_size": 0}
+    elif operator != "dcdc":
+        raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}.")
+    return DCDCConv2d(channels, kernel_size, stride, norm=norm, **operator_kwargs)

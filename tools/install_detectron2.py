@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Install detectron2's Python package into the running interpreter, or keep the one it has.
+
+detectron2's authors do not publish it on PyPI and these machines reach only PyPI, so we take
+upstream detectron2's Python package from the PyPI distribution ``sal-detectron2==0.7.2``.
+That wheel is tagged ``cp310`` and ships a compiled ``detectron2/_C`` built for CUDA 12 and an
+older torch, which cannot load next to torch 2.14. We therefore install only its pure-Python
+part: drop ``detectron2/_C*.so`` and the top-level ``tools`` package (it would shadow other
+``tools`` modules), retag the wheel ``py3-none-any``, and ``pip install`` it.
+
+Without ``_C``, COCOEvaluator falls back to pycocotools' COCOeval (exact, slower), and rotated
+boxes / deformable convs are unavailable; DCDC uses neither.
+
+A detectron2 that already imports (e.g. a CUDA build from source) is left untouched.
+Usage: ``python tools/install_detectron2.py [--force]``.
+"""
+import argparse
+import base64
+import csv
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+DISTRIBUTION = "sal-detectron2==0.7.2"
+# detectron2's own metadata omits these two; setuptools<81 keeps pkg_resources for model_zoo.
+EXTRA_REQUIREMENTS = ["fvcore>=0.1.5,<0.1.6", "iopath>=0.1.7,<0.1.10", "setuptools<81"]
+CHECK = (
+    "import detectron2, detectron2.model_zoo, detectron2.evaluation, detectron2.modeling;"
+    "from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, SemSegEvaluator;"
+    "print(detectron2.__version__, detectron2.__file__)"
+)
+
+
+def detectron2_works():
+    """Return the version line of a working detectron2 in this interpreter, else None."""
+    proc = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _record_line(name, data):
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return [name, f"sha256={digest}", str(len(data))]
+
+
+def make_pure_python_wheel(src_wheel, out_dir):
+    """Copy ``src_wheel`` without its binary and ``tools/`` package, retagged py3-none-any."""
+    with zipfile.ZipFile(src_wheel) as zin:
+        names = zin.namelist()
+        dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/WHEEL"))
+        dist_name, version = dist_info[: -len(".dist-info")].rsplit("-", 1)
+        out_path = os.path.join(out_dir, f"{dist_name}-{version}-py3-none-any.whl")
+        rows = []
+        with zipfile.ZipFile(out_path, "w", zipfile.ZIP_DEFLATED) as zout:
+            for name in names:
+                if name.startswith("tools/") or (
+                    name.startswith("detectron2/_C") and name.endswith(".so")
+                ):
+                    continue
+                if name == f"{dist_info}/RECORD":
+                    continue
+                data = zin.read(name)
+                if name == f"{dist_info}/WHEEL":
+                    lines = []
+                    for line in data.decode().splitlines():
+                        if line.startswith("Tag:"):
+                            line = "Tag: py3-none-any"
+                        elif line.startswith("Root-Is-Purelib:"):
+                            line = "Root-Is-Purelib: true"
+                        lines.append(line)
+                    data = ("\n".join(lines) + "\n").encode()
+                if name == f"{dist_info}/top_level.txt":
+                    data = b"detectron2\n"
+                zout.writestr(name, data)
+                rows.append(_record_line(name, data))
+            record = io.StringIO()
+            writer = csv.writer(record, lineterminator="\n")
+            writer.writerows(rows + [[f"{dist_info}/RECORD", "", ""]])
+            zout.writestr(f"{dist_info}/RECORD", record.getvalue())
+    return out_path
+
+
+def pip(*args):
+    subprocess.run([sys.executable, "-m", "pip", *args], check=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--force", action="store_true", help="reinstall even if a working detectron2 is present"
+    )
+    args = parser.parse_args()
+
+    found = detectron2_works()
+    if found and not args.force:
+        print(f"[install_detectron2] keeping the detectron2 already installed: {found}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        pip("download", "--no-deps", "--only-binary=:all:", "--python-version", "3.10",
+            "--dest", tmp, DISTRIBUTION)
+        (src,) = [os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".whl")]
+        wheel = make_pure_python_wheel(src, tmp)
+        print(f"[install_detectron2] installing {os.path.basename(wheel)} (pure Python, no _C)")
+        pip("install", wheel, *EXTRA_REQUIREMENTS)
+    found = detectron2_works()
+    if not found:
+        sys.exit(
+            "[install_detectron2] detectron2 was installed but does not import; run\n"
+            f"  {sys.executable} -c '{CHECK}'\nto see the error."
+        )
+    print(f"[install_detectron2] detectron2 ready: {found}")
+
+
+if __name__ == "__main__":
+    main()
