@@ -1,4 +1,4 @@
 """DCDC for Detectron2: the Dual Complementary Dynamic Convolution operator and DCDC-ResNets."""
-from . import layers, modeling  # noqa: F401
+from . import data, layers, modeling  # noqa: F401
 
 __version__ = "0.1.0"

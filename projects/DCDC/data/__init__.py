@@ -1,0 +1,1 @@
+"""Datasets shipped with DCDC (filled in by the built-in data work)."""
