@@ -1,0 +1,43 @@
+"""tools/install_detectron2.py turns the cp310 sal-detectron2 wheel into a pure-Python one."""
+import csv
+import importlib.util
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "install_detectron2.py"
+
+
+@pytest.fixture(scope="module")
+def installer():
+    spec = importlib.util.spec_from_file_location("install_detectron2", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pure_python_wheel(installer, tmp_path):
+    src = tmp_path / "sal_detectron2-0.7.2-cp310-none-any.whl"
+    info = "sal_detectron2-0.7.2.dist-info"
+    with zipfile.ZipFile(src, "w") as z:
+        z.writestr("detectron2/__init__.py", "__version__ = '0.7.2'\n")
+        z.writestr("detectron2/_C.cpython-310-x86_64-linux-gnu.so", b"\x7fELF")
+        z.writestr("tools/train_net.py", "print('shadowing tools')\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp310-cp310-linux_x86_64\n")
+        z.writestr(f"{info}/top_level.txt", "detectron2\ntools\n")
+        z.writestr(f"{info}/RECORD", "stale\n")
+    out = installer.make_pure_python_wheel(str(src), str(tmp_path))
+    assert Path(out).name == "sal_detectron2-0.7.2-py3-none-any.whl"
+    with zipfile.ZipFile(out) as z:
+        names = set(z.namelist())
+        assert "detectron2/__init__.py" in names
+        assert not any(n.startswith("tools/") or n.endswith(".so") for n in names)
+        wheel = z.read(f"{info}/WHEEL").decode()
+        assert "Tag: py3-none-any" in wheel and "Root-Is-Purelib: true" in wheel
+        assert z.read(f"{info}/top_level.txt") == b"detectron2\n"
+        record = {row[0]: row for row in csv.reader(io.StringIO(z.read(f"{info}/RECORD").decode()))}
+        assert set(record) == names
+        init = z.read("detectron2/__init__.py")
+        assert record["detectron2/__init__.py"][2] == str(len(init))
