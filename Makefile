@@ -15,7 +15,7 @@ $(STAMP): setup.py Makefile tools/install_detectron2.py
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
 	$(PY) tools/install_detectron2.py
 	$(PY) -m pip install "numpy<2" "setuptools<81" pycocotools opencv-python-headless \
-		panopticapi-lite pytest
+		panopticapi-lite pytest hypothesis
 	$(PY) -m pip install --no-build-isolation -e .
 	touch $(STAMP)
 
