@@ -1,3 +1,10 @@
 from .resnet import DEPTHS, DCDCBottleneckBlock, DCDCStem, build_classifier, make_dcdc_stages
+from .neck import NECKS, DCDCFPN, NeckOperator
+from .backbone import (
+    build_dcdc_resnet_backbone,
+    build_dcdc_resnet_fpn_backbone,
+    build_fpn,
+    build_retinanet_dcdc_resnet_fpn_backbone,
+)
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -1,0 +1,113 @@
+"""DCDC-ResNet backbones for detectron2's ``BACKBONE_REGISTRY``.
+
+* ``build_dcdc_resnet_backbone``: a DCDC-ResNet (``MODEL.RESNETS.OUT_FEATURES`` out of
+  stem/res2..res5).
+* ``build_dcdc_resnet_fpn_backbone``: + FPN with ``LastLevelMaxPool`` (Faster / Mask R-CNN,
+  Panoptic FPN, Cascade R-CNN).
+* ``build_retinanet_dcdc_resnet_fpn_backbone``: + FPN with ``LastLevelP6P7`` on res5 (RetinaNet).
+
+The FPN is detectron2's, or :class:`DCDCFPN` when ``MODEL.DCDC.NECK`` is "dcdc" / "involution".
+Select one with e.g. ``MODEL.BACKBONE.NAME "build_dcdc_resnet_fpn_backbone"`` after
+``dcdc.add_dcdc_config(cfg)``.
+"""
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone import FPN, ResNet
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
+
+from ..config import operator_kwargs_from_cfg
+from .neck import NECKS, DCDCFPN
+from .resnet import DEPTHS, DCDCStem, make_dcdc_stages
+
+__all__ = [
+    "build_dcdc_resnet_backbone",
+    "build_dcdc_resnet_fpn_backbone",
+    "build_retinanet_dcdc_resnet_fpn_backbone",
+    "build_fpn",
+]
+
+
+def _check_cfg(cfg):
+    """Reject configs the DCDC-ResNet cannot honour, saying which key to change."""
+    if "DCDC" not in cfg.MODEL:
+        raise KeyError(
+            "cfg.MODEL.DCDC is missing: call dcdc.add_dcdc_config(cfg) right after get_cfg(), "
+            "before merging a DCDC config file."
+        )
+    r = cfg.MODEL.RESNETS
+    if r.DEPTH not in DEPTHS:
+        raise ValueError(
+            f"MODEL.RESNETS.DEPTH={r.DEPTH} has no DCDC-ResNet; use one of {sorted(DEPTHS)}."
+        )
+    if r.NUM_GROUPS != 1 or r.NUM_GROUPS * r.WIDTH_PER_GROUP != r.RES2_OUT_CHANNELS // 4:
+        raise ValueError(
+            f"DCDC-ResNets have no grouped 3x3 conv: need MODEL.RESNETS.NUM_GROUPS=1 and "
+            f"WIDTH_PER_GROUP=RES2_OUT_CHANNELS/4 (={r.RES2_OUT_CHANNELS // 4}), got "
+            f"NUM_GROUPS={r.NUM_GROUPS}, WIDTH_PER_GROUP={r.WIDTH_PER_GROUP}."
+        )
+    if r.RES5_DILATION != 1 or any(r.DEFORM_ON_PER_STAGE):
+        raise ValueError(
+            "DCDC-ResNets support neither MODEL.RESNETS.RES5_DILATION != 1 nor "
+            f"DEFORM_ON_PER_STAGE; got {r.RES5_DILATION} and {list(r.DEFORM_ON_PER_STAGE)}."
+        )
+    if cfg.MODEL.DCDC.NECK not in NECKS:
+        raise ValueError(
+            f"MODEL.DCDC.NECK must be one of {sorted(NECKS)}, got {cfg.MODEL.DCDC.NECK!r}."
+        )
+
+
+@BACKBONE_REGISTRY.register()
+def build_dcdc_resnet_backbone(cfg, input_shape: ShapeSpec):
+    """A DCDC-ResNet from ``MODEL.RESNETS`` and ``MODEL.DCDC``, as detectron2's :class:`ResNet`.
+
+    ``MODEL.RESNETS.STRIDE_IN_1X1`` is ignored: the stride is always in the operator (RedNet).
+    """
+    _check_cfg(cfg)
+    norm = cfg.MODEL.RESNETS.NORM
+    operator = cfg.MODEL.DCDC.OPERATOR
+    operator_kwargs = operator_kwargs_from_cfg(cfg)
+    stem = DCDCStem(input_shape.channels, cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, norm=norm,
+                    operator=operator, operator_kwargs=operator_kwargs)
+    stages = make_dcdc_stages(
+        cfg.MODEL.RESNETS.DEPTH, norm=norm, operator=operator,
+        kernel_size=cfg.MODEL.DCDC.KERNEL_SIZE, operator_kwargs=operator_kwargs,
+        stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
+        res2_out_channels=cfg.MODEL.RESNETS.RES2_OUT_CHANNELS,
+    )
+    return ResNet(stem, stages, out_features=cfg.MODEL.RESNETS.OUT_FEATURES,
+                  freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+def build_fpn(cfg, bottom_up, top_block):
+    """detectron2's FPN (``MODEL.DCDC.NECK`` "conv") or :class:`DCDCFPN` from ``MODEL.FPN``."""
+    kwargs = dict(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=top_block,
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
+    neck = cfg.MODEL.DCDC.NECK
+    if NECKS.get(neck) is None:
+        return FPN(**kwargs)
+    return DCDCFPN(**kwargs, neck_operator=neck, kernel_size=cfg.MODEL.DCDC.NECK_KERNEL_SIZE,
+                   operator_norm=cfg.MODEL.DCDC.NECK_OPERATOR_NORM,
+                   operator_kwargs=operator_kwargs_from_cfg(cfg))
+
+
+@BACKBONE_REGISTRY.register()
+def build_dcdc_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """DCDC-ResNet + FPN (neck from ``MODEL.DCDC.NECK``) + max-pooled P6, as detectron2's
+    ``build_resnet_fpn_backbone``."""
+    return build_fpn(cfg, build_dcdc_resnet_backbone(cfg, input_shape), LastLevelMaxPool())
+
+
+@BACKBONE_REGISTRY.register()
+def build_retinanet_dcdc_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """DCDC-ResNet + FPN (neck from ``MODEL.DCDC.NECK``) + P6/P7 convs on res5, as detectron2's
+    ``build_retinanet_resnet_fpn_backbone``; P6/P7 stay plain convs with any neck."""
+    bottom_up = build_dcdc_resnet_backbone(cfg, input_shape)
+    in_channels_p6p7 = bottom_up.output_shape()["res5"].channels
+    top_block = LastLevelP6P7(in_channels_p6p7, cfg.MODEL.FPN.OUT_CHANNELS)
+    return build_fpn(cfg, bottom_up, top_block)
