@@ -1,4 +1,44 @@
+import os
+import warnings
+
 from setuptools import find_packages, setup
+
+
+def native_extension_kwargs():
+    """The optional native CPU kernel ``dcdc._C`` (LSA aggregation, C++ with OpenMP).
+
+    It is built with torch.utils.cpp_extension when torch and a C++ compiler are available.
+    Any failure (no torch at build time, no compiler, compile error, or ``DCDC_NO_NATIVE=1``)
+    only logs a warning: the package then installs without ``dcdc._C`` and
+    ``dcdc.layers.lsa_aggregate`` uses its pure-PyTorch path, which gives the same results.
+    """
+    if os.environ.get("DCDC_NO_NATIVE", "0") not in ("", "0"):
+        return {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        warnings.warn("torch is not importable at build time: dcdc._C not built, "
+                      "the pure-PyTorch aggregation will be used.")
+        return {}
+
+    class OptionalBuildExtension(BuildExtension):
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as e:  # compiler missing or failing: keep the pure-PyTorch path
+                warnings.warn(f"building {ext.name} failed ({e!r}); dcdc will use the "
+                              "pure-PyTorch LSA aggregation (same results, slower on CPU).")
+
+    ext = CppExtension(
+        "dcdc._C",
+        ["projects/DCDC/layers/csrc/lsa_aggregate.cpp"],
+        # OpenMP drives at::parallel_for; the runtime resolves to the libgomp torch loaded.
+        extra_compile_args=["-O3", "-fopenmp"],
+        extra_link_args=["-fopenmp"],
+    )
+    return {"ext_modules": [ext],
+            "cmdclass": {"build_ext": OptionalBuildExtension.with_options(use_ninja=False)}}
+
 
 setup(
     name="dcdc",
@@ -10,4 +50,5 @@ setup(
     # torch/torchvision/detectron2 are installed by `make install` (see README): detectron2 is not
     # on PyPI, and a user's own detectron2 / CUDA torch must be kept.
     install_requires=["pycocotools", "opencv-python-headless", "matplotlib", "tabulate"],
+    **native_extension_kwargs(),
 )

@@ -1,0 +1,459 @@
+// Native CPU kernels for the LSA aggregation (paper Eq. 5, involution):
+//
+//   Y[b, c, h, w] = sum_{i,j} X[b, c, h*s + i - p, w*s + j - p] * H[b, c / (C/G), i*K + j, h, w]
+//
+// with out-of-range input positions contributing zero (p = (K - 1) / 2).
+//
+// Why a native kernel: the unfold formulation materializes a B x C x K^2 x H' x W' tensor
+// (49x the input for K = 7) and the pure-PyTorch shift-and-accumulate path makes K^2 passes
+// over the output and the kernels. Here one task owns one (b, g, output row) and loops
+//   channel-of-group -> tap -> contiguous row,
+// so the K^2 kernel rows of that output row (K^2 * W' values) stay in cache and are reused by
+// all C/G channels of the group, the accumulator row stays in L1, and the innermost loop is a
+// unit-stride multiply-add that the compiler vectorizes. Extra memory is one accumulator row per
+// thread. Reduced-precision inputs (fp16 / bf16) accumulate in float (at::opmath_type).
+//
+// Tasks are independent (each writes only its own rows), so at::parallel_for (OpenMP in the
+// PyTorch build) needs no atomics; results do not depend on the thread count.
+#include <torch/extension.h>
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+struct Geometry {
+  int64_t batch, channels, height, width, groups, out_h, out_w, kernel_size, stride, pad;
+  int64_t channels_per_group() const { return channels / groups; }
+  int64_t taps() const { return kernel_size * kernel_size; }
+  // Output columns w whose input column w*s + j - p lies inside [0, width).
+  void valid_cols(int64_t j, int64_t* lo, int64_t* hi) const {
+    const int64_t first = pad - j;  // need w*s >= first
+    *lo = first <= 0 ? 0 : (first + stride - 1) / stride;
+    const int64_t last = width - 1 + pad - j;  // need w*s <= last
+    *hi = last < 0 ? 0 : std::min(out_w, last / stride + 1);
+  }
+};
+
+Geometry make_geometry(const at::Tensor& x, const at::Tensor& kernels, int64_t kernel_size,
+                       int64_t stride) {
+  TORCH_CHECK(x.dim() == 4, "lsa_aggregate: x must be (B, C, H, W), got ", x.sizes());
+  TORCH_CHECK(kernels.dim() == 5, "lsa_aggregate: kernels must be (B, G, K*K, H', W'), got ",
+              kernels.sizes());
+  TORCH_CHECK(x.device().is_cpu() && kernels.device().is_cpu(),
+              "lsa_aggregate native kernel is CPU-only; other devices use the PyTorch path");
+  TORCH_CHECK(x.scalar_type() == kernels.scalar_type(),
+              "lsa_aggregate: x and kernels must share a dtype");
+  Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), kernels.size(1), kernels.size(3),
+             kernels.size(4), kernel_size, stride, (kernel_size - 1) / 2};
+  TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1 && stride >= 1,
+              "lsa_aggregate: kernel_size must be odd and stride positive");
+  TORCH_CHECK(g.groups > 0 && g.channels % g.groups == 0 && kernels.size(0) == g.batch &&
+                  kernels.size(2) == g.taps() && g.out_h == (g.height + stride - 1) / stride &&
+                  g.out_w == (g.width + stride - 1) / stride,
+              "lsa_aggregate: inconsistent shapes x ", x.sizes(), " kernels ", kernels.sizes());
+  return g;
+}
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* x, const scalar_t* k, scalar_t* out, const Geometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t cpg = g.channels_per_group(), taps = g.taps(), s = g.stride;
+  const int64_t n_tasks = g.batch * g.groups * g.out_h;
+  at::parallel_for(0, n_tasks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(g.out_w);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups,
+                    b = bg / g.groups;
+      const scalar_t* k_bg = k + bg * taps * g.out_h * g.out_w + h * g.out_w;
+      for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        acc_t* a = acc.data();
+        const scalar_t* x_bc = x + (b * g.channels + c) * g.height * g.width;
+        for (int64_t i = 0; i < g.kernel_size; ++i) {
+          const int64_t y = h * s + i - g.pad;
+          if (y < 0 || y >= g.height) continue;
+          const scalar_t* x_row = x_bc + y * g.width - g.pad;
+          for (int64_t j = 0; j < g.kernel_size; ++j) {
+            const scalar_t* k_row = k_bg + (i * g.kernel_size + j) * g.out_h * g.out_w;
+            const scalar_t* xs = x_row + j;
+            int64_t lo, hi;
+            g.valid_cols(j, &lo, &hi);
+            if (s == 1) {
+#pragma omp simd
+              for (int64_t w = lo; w < hi; ++w)
+                a[w] += static_cast<acc_t>(xs[w]) * static_cast<acc_t>(k_row[w]);
+            } else {
+              for (int64_t w = lo; w < hi; ++w)
+                a[w] += static_cast<acc_t>(xs[w * s]) * static_cast<acc_t>(k_row[w]);
+            }
+          }
+        }
+        scalar_t* o = out + ((b * g.channels + c) * g.out_h + h) * g.out_w;
+        for (int64_t w = 0; w < g.out_w; ++w) o[w] = static_cast<scalar_t>(a[w]);
+      }
+    }
+  });
+}
+
+// dL/dX: one task per (b, g, input row y). Output rows h with h*s + i - p == y scatter into a
+// padded accumulator row of that single input row, so tasks never write the same memory.
+template <typename scalar_t>
+void backward_input_kernel(const scalar_t* grad_out, const scalar_t* k, scalar_t* grad_x,
+                           const Geometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t cpg = g.channels_per_group(), taps = g.taps(), s = g.stride;
+  const int64_t n_tasks = g.batch * g.groups * g.height;
+  const int64_t acc_len = g.out_w * s + g.kernel_size;  // covers padded columns w*s + j
+  at::parallel_for(0, n_tasks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(acc_len);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t y = task % g.height, bg = task / g.height, grp = bg % g.groups,
+                    b = bg / g.groups;
+      const scalar_t* k_bg = k + bg * taps * g.out_h * g.out_w;
+      for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        acc_t* a = acc.data();
+        const scalar_t* go_bc = grad_out + (b * g.channels + c) * g.out_h * g.out_w;
+        for (int64_t i = 0; i < g.kernel_size; ++i) {
+          const int64_t num = y + g.pad - i;  // = h * s
+          if (num < 0 || num % s != 0 || num / s >= g.out_h) continue;
+          const int64_t h = num / s;
+          const scalar_t* go_row = go_bc + h * g.out_w;
+          for (int64_t j = 0; j < g.kernel_size; ++j) {
+            const scalar_t* k_row = k_bg + ((i * g.kernel_size + j) * g.out_h + h) * g.out_w;
+            acc_t* aj = a + j;
+            if (s == 1) {
+#pragma omp simd
+              for (int64_t w = 0; w < g.out_w; ++w)
+                aj[w] += static_cast<acc_t>(go_row[w]) * static_cast<acc_t>(k_row[w]);
+            } else {
+              for (int64_t w = 0; w < g.out_w; ++w)
+                aj[w * s] += static_cast<acc_t>(go_row[w]) * static_cast<acc_t>(k_row[w]);
+            }
+          }
+        }
+        scalar_t* gx = grad_x + ((b * g.channels + c) * g.height + y) * g.width;
+        for (int64_t xc = 0; xc < g.width; ++xc) gx[xc] = static_cast<scalar_t>(a[xc + g.pad]);
+      }
+    }
+  });
+}
+
+// dL/dH: one task per (b, g, output row h); each tap's row sums over the channels of the group.
+template <typename scalar_t>
+void backward_kernels_kernel(const scalar_t* grad_out, const scalar_t* x, scalar_t* grad_k,
+                             const Geometry& g) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t cpg = g.channels_per_group(), taps = g.taps(), s = g.stride;
+  const int64_t n_tasks = g.batch * g.groups * g.out_h;
+  at::parallel_for(0, n_tasks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(g.out_w);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups,
+                    b = bg / g.groups;
+      for (int64_t i = 0; i < g.kernel_size; ++i) {
+        const int64_t y = h * s + i - g.pad;
+        const bool row_valid = y >= 0 && y < g.height;
+        for (int64_t j = 0; j < g.kernel_size; ++j) {
+          std::fill(acc.begin(), acc.end(), acc_t(0));
+          acc_t* a = acc.data();
+          if (row_valid) {
+            int64_t lo, hi;
+            g.valid_cols(j, &lo, &hi);
+            for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
+              const scalar_t* go_row = grad_out + ((b * g.channels + c) * g.out_h + h) * g.out_w;
+              const scalar_t* xs =
+                  x + ((b * g.channels + c) * g.height + y) * g.width - g.pad + j;
+              if (s == 1) {
+#pragma omp simd
+                for (int64_t w = lo; w < hi; ++w)
+                  a[w] += static_cast<acc_t>(go_row[w]) * static_cast<acc_t>(xs[w]);
+              } else {
+                for (int64_t w = lo; w < hi; ++w)
+                  a[w] += static_cast<acc_t>(go_row[w]) * static_cast<acc_t>(xs[w * s]);
+              }
+            }
+          }
+          scalar_t* gk =
+              grad_k + ((bg * taps + i * g.kernel_size + j) * g.out_h + h) * g.out_w;
+          for (int64_t w = 0; w < g.out_w; ++w) gk[w] = static_cast<scalar_t>(a[w]);
+        }
+      }
+    }
+  });
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// float32 fast path. Same loops as above, but register-tiled: a task copies the K input rows it
+// needs into zero-padded row buffers (no bounds checks in the hot loop), and computes TW output
+// columns of CB channels at once in registers over all K*K taps, so each multiply-add costs
+// ~1.25 loads and no accumulator traffic. target_clones compiles it for AVX-512 / AVX2+FMA /
+// baseline x86-64 and picks one at load time (other compilers/architectures: one baseline build).
+// Needs out_w >= TW; narrower maps take the generic path.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define DCDC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DCDC_MULTIVERSION
+#endif
+#if defined(__GNUC__)
+#define DCDC_INLINE inline __attribute__((always_inline))
+#else
+#define DCDC_INLINE inline
+#endif
+
+constexpr int64_t TW = 16;  // output columns per register tile
+constexpr int64_t CB = 4;   // channels per register tile (they share the kernel loads)
+
+// Tile starts covering [0, n): full tiles, then one tile ending at n (overlap is recomputed).
+template <typename F>
+DCDC_INLINE void for_each_tile(int64_t n, F&& f) {
+  int64_t w0 = 0;
+  for (; w0 + TW <= n; w0 += TW) f(w0);
+  if (w0 < n) f(n - TW);
+}
+
+// Copy input row y of one channel into buf[p : p + W], zeros elsewhere in [0, len).
+DCDC_INLINE void pad_row(float* buf, const float* row, int64_t width, int64_t pad, int64_t len) {
+  std::fill(buf, buf + pad, 0.f);
+  std::copy(row, row + width, buf + pad);
+  std::fill(buf + pad + width, buf + len, 0.f);
+}
+
+template <int NB, int S>
+DCDC_INLINE void forward_tile(const float* xbuf, const float* k_row0, float* out0, int64_t w0,
+                              int64_t i_lo, int64_t i_hi, int64_t K, int64_t row_len,
+                              int64_t tap_stride, int64_t out_chan_stride, int64_t s_rt) {
+  const int64_t s = S > 0 ? S : s_rt;
+  float acc[NB][TW] = {};
+  for (int64_t i = i_lo; i < i_hi; ++i) {
+    for (int64_t j = 0; j < K; ++j) {
+      const float* kp = k_row0 + (i * K + j) * tap_stride + w0;
+      for (int cb = 0; cb < NB; ++cb) {
+        const float* xp = xbuf + (cb * K + i) * row_len + w0 * s + j;
+        for (int64_t w = 0; w < TW; ++w) acc[cb][w] += xp[w * s] * kp[w];
+      }
+    }
+  }
+  for (int cb = 0; cb < NB; ++cb)
+    std::copy(acc[cb], acc[cb] + TW, out0 + cb * out_chan_stride + w0);
+}
+
+template <int S>
+DCDC_INLINE void forward_f32_impl(const float* x, const float* k, float* out, const Geometry& g,
+                                  int64_t begin, int64_t end) {
+  const int64_t s = g.stride, K = g.kernel_size, p = g.pad, cpg = g.channels_per_group();
+  const int64_t hw_out = g.out_h * g.out_w, hw_in = g.height * g.width;
+  const int64_t row_len = std::max((g.out_w - 1) * s + K, p + g.width);
+  std::vector<float> buf(CB * K * row_len);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups, b = bg / g.groups;
+    const int64_t i_lo = std::max<int64_t>(0, p - h * s);
+    const int64_t i_hi = std::min<int64_t>(K, g.height + p - h * s);
+    const float* k_row0 = k + bg * g.taps() * hw_out + h * g.out_w;
+    for (int64_t c0 = grp * cpg; c0 < (grp + 1) * cpg; c0 += CB) {
+      const int64_t nb = std::min<int64_t>(CB, (grp + 1) * cpg - c0);
+      for (int64_t cb = 0; cb < nb; ++cb)
+        for (int64_t i = i_lo; i < i_hi; ++i)
+          pad_row(buf.data() + (cb * K + i) * row_len,
+                  x + (b * g.channels + c0 + cb) * hw_in + (h * s + i - p) * g.width, g.width, p,
+                  row_len);
+      float* out0 = out + ((b * g.channels + c0) * g.out_h + h) * g.out_w;
+      for_each_tile(g.out_w, [&](int64_t w0) {
+        if (nb == CB) {
+          forward_tile<CB, S>(buf.data(), k_row0, out0, w0, i_lo, i_hi, K, row_len, hw_out,
+                              hw_out, s);
+        } else {
+          for (int64_t cb = 0; cb < nb; ++cb)
+            forward_tile<1, S>(buf.data() + cb * K * row_len, k_row0, out0 + cb * hw_out, w0,
+                               i_lo, i_hi, K, row_len, hw_out, hw_out, s);
+        }
+      });
+    }
+  }
+}
+
+DCDC_MULTIVERSION void forward_f32(const float* x, const float* k, float* out, const Geometry& g,
+                                   int64_t begin, int64_t end) {
+  if (g.stride == 1) forward_f32_impl<1>(x, k, out, g, begin, end);
+  else if (g.stride == 2) forward_f32_impl<2>(x, k, out, g, begin, end);
+  else forward_f32_impl<0>(x, k, out, g, begin, end);
+}
+
+// dL/dH, one task per (b, g, h): gk[t][h][w] = sum_c go[c][h][w] * xpad[c][h*s + i][w*s + j].
+template <int S>
+DCDC_INLINE void backward_kernels_f32_impl(const float* go, const float* x, float* gk,
+                                           const Geometry& g, int64_t begin, int64_t end) {
+  const int64_t s = S > 0 ? S : g.stride, K = g.kernel_size, p = g.pad;
+  const int64_t cpg = g.channels_per_group(), hw_out = g.out_h * g.out_w,
+                hw_in = g.height * g.width;
+  const int64_t row_len = std::max((g.out_w - 1) * s + K, p + g.width);
+  std::vector<float> buf(cpg * K * row_len);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups, b = bg / g.groups;
+    const int64_t i_lo = std::max<int64_t>(0, p - h * s);
+    const int64_t i_hi = std::min<int64_t>(K, g.height + p - h * s);
+    const int64_t c_first = grp * cpg;
+    for (int64_t c = 0; c < cpg; ++c)
+      for (int64_t i = i_lo; i < i_hi; ++i)
+        pad_row(buf.data() + (c * K + i) * row_len,
+                x + (b * g.channels + c_first + c) * hw_in + (h * s + i - p) * g.width, g.width,
+                p, row_len);
+    const float* go0 = go + ((b * g.channels + c_first) * g.out_h + h) * g.out_w;
+    for (int64_t i = 0; i < K; ++i) {
+      for (int64_t j = 0; j < K; ++j) {
+        float* gk_row = gk + ((bg * g.taps() + i * K + j) * g.out_h + h) * g.out_w;
+        if (i < i_lo || i >= i_hi) {
+          std::fill(gk_row, gk_row + g.out_w, 0.f);
+          continue;
+        }
+        for_each_tile(g.out_w, [&](int64_t w0) {
+          float acc[TW] = {};
+          for (int64_t c = 0; c < cpg; ++c) {
+            const float* gop = go0 + c * hw_out + w0;
+            const float* xp = buf.data() + (c * K + i) * row_len + w0 * s + j;
+            for (int64_t w = 0; w < TW; ++w) acc[w] += gop[w] * xp[w * s];
+          }
+          std::copy(acc, acc + TW, gk_row + w0);
+        });
+      }
+    }
+  }
+}
+
+DCDC_MULTIVERSION void backward_kernels_f32(const float* go, const float* x, float* gk,
+                                            const Geometry& g, int64_t begin, int64_t end) {
+  if (g.stride == 1) backward_kernels_f32_impl<1>(go, x, gk, g, begin, end);
+  else if (g.stride == 2) backward_kernels_f32_impl<2>(go, x, gk, g, begin, end);
+  else backward_kernels_f32_impl<0>(go, x, gk, g, begin, end);
+}
+
+// dL/dX for stride 1 as a gather, one task per (b, g, y):
+//   gx[c][y][x] = sum_{i,j} go[c][y+p-i][x+p-j] * k[i*K+j][y+p-i][x+p-j],
+// with the grad rows and kernel rows copied into zero-padded buffers (index x + 2p - j).
+DCDC_MULTIVERSION void backward_input_f32_s1(const float* go, const float* k, float* gx,
+                                             const Geometry& g, int64_t begin, int64_t end) {
+  const int64_t K = g.kernel_size, p = g.pad, cpg = g.channels_per_group();
+  const int64_t hw = g.height * g.width, row_len = g.width + 2 * p;
+  std::vector<float> gbuf(cpg * K * row_len), kbuf(K * K * row_len);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t y = task % g.height, bg = task / g.height, grp = bg % g.groups, b = bg / g.groups;
+    // rows h = y + p - i inside [0, H)
+    const int64_t i_lo = std::max<int64_t>(0, y + p - (g.height - 1)),
+                  i_hi = std::min<int64_t>(K, y + p + 1);
+    const int64_t c_first = grp * cpg;
+    for (int64_t i = i_lo; i < i_hi; ++i) {
+      const int64_t h = y + p - i;
+      for (int64_t c = 0; c < cpg; ++c)
+        pad_row(gbuf.data() + (c * K + i) * row_len,
+                go + (b * g.channels + c_first + c) * hw + h * g.width, g.width, p, row_len);
+      for (int64_t j = 0; j < K; ++j)
+        pad_row(kbuf.data() + (i * K + j) * row_len,
+                k + (bg * g.taps() + i * K + j) * hw + h * g.width, g.width, p, row_len);
+    }
+    for (int64_t c0 = 0; c0 < cpg; c0 += CB) {
+      const int64_t nb = std::min<int64_t>(CB, cpg - c0);
+      float* gx0 = gx + ((b * g.channels + c_first + c0) * g.height + y) * g.width;
+      for_each_tile(g.width, [&](int64_t x0) {
+        float acc[CB][TW] = {};
+        for (int64_t i = i_lo; i < i_hi; ++i) {
+          for (int64_t j = 0; j < K; ++j) {
+            const float* kp = kbuf.data() + (i * K + j) * row_len + x0 + 2 * p - j;
+            if (nb == CB) {
+              for (int cb = 0; cb < CB; ++cb) {
+                const float* gp = gbuf.data() + ((c0 + cb) * K + i) * row_len + x0 + 2 * p - j;
+                for (int64_t w = 0; w < TW; ++w) acc[cb][w] += gp[w] * kp[w];
+              }
+            } else {
+              for (int64_t cb = 0; cb < nb; ++cb) {
+                const float* gp = gbuf.data() + ((c0 + cb) * K + i) * row_len + x0 + 2 * p - j;
+                for (int64_t w = 0; w < TW; ++w) acc[cb][w] += gp[w] * kp[w];
+              }
+            }
+          }
+        }
+        for (int64_t cb = 0; cb < nb; ++cb) std::copy(acc[cb], acc[cb] + TW, gx0 + cb * hw + x0);
+      });
+    }
+  }
+}
+
+at::Tensor lsa_forward(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t kernel_size,
+                       int64_t stride) {
+  const Geometry g = make_geometry(x_in, kernels_in, kernel_size, stride);
+  const at::Tensor x = x_in.contiguous(), kernels = kernels_in.contiguous();
+  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, x.options());
+  if (x.scalar_type() == at::kFloat && g.out_w >= TW) {
+    const float* xp = x.data_ptr<float>();
+    const float* kp = kernels.data_ptr<float>();
+    float* op = out.data_ptr<float>();
+    at::parallel_for(0, g.batch * g.groups * g.out_h, 1, [&](int64_t begin, int64_t end) {
+      forward_f32(xp, kp, op, g, begin, end);
+    });
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lsa_forward", [&] {
+    forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), kernels.data_ptr<scalar_t>(),
+                             out.data_ptr<scalar_t>(), g);
+  });
+  return out;
+}
+
+std::vector<at::Tensor> lsa_backward(const at::Tensor& grad_out_in, const at::Tensor& x_in,
+                                     const at::Tensor& kernels_in, int64_t kernel_size,
+                                     int64_t stride, bool need_x, bool need_kernels) {
+  // need_x / need_kernels are cleared once the float fast path has produced that gradient.
+  const Geometry g = make_geometry(x_in, kernels_in, kernel_size, stride);
+  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({g.batch, g.channels, g.out_h, g.out_w}) &&
+                  grad_out_in.scalar_type() == x_in.scalar_type(),
+              "lsa_aggregate backward: grad_out has shape ", grad_out_in.sizes());
+  const at::Tensor grad_out = grad_out_in.contiguous(), x = x_in.contiguous(),
+                   kernels = kernels_in.contiguous();
+  at::Tensor grad_x, grad_k;
+  if (x.scalar_type() == at::kFloat && g.out_w >= TW) {
+    const float* gop = grad_out.data_ptr<float>();
+    if (need_x && g.stride == 1) {
+      grad_x = at::empty_like(x);
+      float* gxp = grad_x.data_ptr<float>();
+      const float* kp = kernels.data_ptr<float>();
+      at::parallel_for(0, g.batch * g.groups * g.height, 1, [&](int64_t begin, int64_t end) {
+        backward_input_f32_s1(gop, kp, gxp, g, begin, end);
+      });
+      need_x = false;
+    }
+    if (need_kernels) {
+      grad_k = at::empty_like(kernels);
+      float* gkp = grad_k.data_ptr<float>();
+      const float* xp = x.data_ptr<float>();
+      at::parallel_for(0, g.batch * g.groups * g.out_h, 1, [&](int64_t begin, int64_t end) {
+        backward_kernels_f32(gop, xp, gkp, g, begin, end);
+      });
+      need_kernels = false;
+    }
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lsa_backward", [&] {
+    if (need_x) {
+      grad_x = at::empty_like(x);
+      backward_input_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(),
+                                      kernels.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(), g);
+    }
+    if (need_kernels) {
+      grad_k = at::empty_like(kernels);
+      backward_kernels_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+                                        grad_k.data_ptr<scalar_t>(), g);
+    }
+  });
+  return {grad_x, grad_k};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "DCDC native CPU kernels (LSA aggregation, paper Eq. 5)";
+  m.def("lsa_forward", &lsa_forward, "LSA aggregation forward (CPU)");
+  m.def("lsa_backward", &lsa_backward, "LSA aggregation backward (CPU): (grad_x, grad_kernels)");
+}
