@@ -1,0 +1,5 @@
+from .common.mask_rcnn import dataloader, lr_multiplier, model, optimizer, train
+from .common.dcdc import use_dcdc_backbone
+
+use_dcdc_backbone(model, dataloader, depth=26, operator="dcdc", neck="dcdc")
+train.init_checkpoint = "pretrained/DCDC-R26.pkl"

@@ -1,0 +1,5 @@
+from .common.retinanet import dataloader, lr_multiplier, model, optimizer, train
+from .common.dcdc import use_dcdc_backbone
+
+use_dcdc_backbone(model, dataloader, depth=50, operator="dcdc", neck="conv")
+train.init_checkpoint = "pretrained/DCDC-R50.pkl"
