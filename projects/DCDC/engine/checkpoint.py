@@ -1,0 +1,98 @@
+"""Checkpoints that survive a kill at any moment, and resume to the same numbers.
+
+* :class:`AtomicPathManager` makes every file a checkpointer writes (``model_XXXX.pth`` and the
+  ``last_checkpoint`` pointer) appear only once complete: it is written to a temporary file in
+  the same folder, fsync'ed, then ``os.replace``'d into place. A SIGKILL during a save leaves
+  the previous checkpoint and pointer intact, never a truncated file or a pointer to one.
+* :class:`RNGState` stores the python / numpy / torch random generators in the checkpoint, so a
+  resumed run draws the same proposals, augmentations and dropout as an uninterrupted one.
+* :func:`make_resilient` applies both to an existing (Detection)Checkpointer in place, which also
+  covers the ``PeriodicCheckpointer`` hook that already holds it.
+"""
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["AtomicPathManager", "RNGState", "make_resilient"]
+
+
+class _AtomicFile:
+    """A file opened for writing at ``<dir>/.<name>.tmp-<pid>``, renamed to ``path`` on close."""
+
+    def __init__(self, path, mode, **kwargs):
+        self.path = path
+        folder, name = os.path.split(os.path.abspath(path))
+        self.tmp_path = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+        self._file = open(self.tmp_path, mode, **kwargs)
+
+    def __getattr__(self, name):  # write, tell, seek, flush, ... of the real file
+        return getattr(self._file, name)
+
+    def close(self):
+        if self._file.closed:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp_path, self.path)
+
+    def discard(self):
+        self._file.close()
+        if os.path.exists(self.tmp_path):
+            os.remove(self.tmp_path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:  # a failed write must not replace the previous good file
+            self.discard()
+
+
+class AtomicPathManager:
+    """Wraps an iopath ``PathManager``: local files opened for writing are written atomically;
+    everything else (reads, remote paths, other methods) goes to the wrapped manager."""
+
+    def __init__(self, path_manager):
+        self._path_manager = path_manager
+
+    def open(self, path, mode="r", **kwargs):
+        if "://" in str(path) or not any(flag in mode for flag in "wax"):
+            return self._path_manager.open(path, mode, **kwargs)
+        return _AtomicFile(path, mode, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._path_manager, name)
+
+
+class RNGState:
+    """A checkpointable holding the global python, numpy and torch (CPU and CUDA) RNG states."""
+
+    def state_dict(self):
+        # numpy's key array goes in as a tensor: checkpoints load with torch's weights_only.
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+                 "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state):
+        random.setstate(state["python"])
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_resilient(checkpointer):
+    """Make ``checkpointer`` write atomically and carry the RNG states; returns it."""
+    if not isinstance(checkpointer.path_manager, AtomicPathManager):
+        checkpointer.path_manager = AtomicPathManager(checkpointer.path_manager)
+    checkpointer.checkpointables.setdefault("rng", RNGState())
+    return checkpointer
