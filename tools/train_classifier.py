@@ -1,0 +1,464 @@
+#!/usr/bin/env python
+"""ImageNet-style pretraining of DCDC-ResNets (or any timm model) on an ImageFolder dataset.
+
+The defaults are the paper's ImageNet recipe (Sec. IV-A1, the RedNet/mmcls protocol): SGD with
+momentum 0.9 and weight decay 1e-4 on every parameter, lr 0.1 per 256 images, cosine decay with
+5 epochs of linear warmup, 130 epochs, batch 256 (summed over processes), RandomResizedCrop +
+horizontal flip at 224 px, centre crop 0.875 for evaluation. Label smoothing (RedNet's timm runs),
+mixup/cutmix, EMA weights and mixed precision are options.
+
+Everything is built from timm and torch pieces: the model comes from timm's registry (``import
+dcdc`` registers ``dcdc_resnet*``, ``lsa_resnet*``, ``rednet*``), data from ``create_dataset`` /
+``create_loader`` (timm's transforms, distributed samplers), ``create_optimizer_v2``,
+``create_scheduler_v2`` (per-iteration cosine + warmup), ``torch.amp`` with timm's
+``NativeScaler``, ``ModelEmaV3``, ``accuracy`` and ``CheckpointSaver``.
+
+Without ``--data-dir`` it trains on a built-in dataset: crops of the objects of the shapes data
+(``dcdc.data.shapes``, 4 classes: circle, triangle, square, star), cut into an ImageFolder under
+``$DETECTRON2_DATASETS/shapes_cls``; the shapes COCO files are generated first if missing. That
+run uses a small "shapes" recipe (32 px, batch 32, one epoch; see ``RECIPES``) so it finishes on a
+CPU in minutes. Examples::
+
+    python tools/train_classifier.py                        # built-in data, CPU is fine
+    torchrun --nproc_per_node=8 tools/train_classifier.py --data-dir /data/imagenet \\
+        --model dcdc_resnet50 --amp --output output/dcdc_r50_in1k  # the paper's run
+    python tools/train_classifier.py --output output/x --resume auto    # continue a run
+    python tools/train_classifier.py --eval-only --resume output/x/model_best.pth.tar
+
+Checkpoints (``last.pth.tar``, ``model_best.pth.tar``: timm format, ``state_dict`` keys equal to
+``dcdc.modeling.build_classifier``'s) go to ``--output`` with ``summary.csv`` and ``log.txt``.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import nullcontext
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+import timm
+from timm.data import Mixup, create_dataset, create_loader, resolve_data_config
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models import load_checkpoint, resume_checkpoint
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import (
+    AverageMeter,
+    CheckpointSaver,
+    ModelEmaV3,
+    NativeScaler,
+    accuracy,
+    init_distributed_device,
+    random_seed,
+    reduce_tensor,
+    update_summary,
+)
+
+logger = logging.getLogger("dcdc.train_classifier")
+
+# Values used for the arguments left unset (None). "imagenet" is the paper's recipe; "shapes"
+# is the built-in data's: small crops, few epochs, so that a CPU finishes in minutes.
+RECIPES = {
+    "imagenet": dict(epochs=130, batch_size=256, img_size=224, warmup_epochs=5,
+                     scale=(0.08, 1.0), crop_pct=0.875, vflip=0.0, workers=8),
+    "shapes": dict(epochs=1, batch_size=32, img_size=32, warmup_epochs=0,
+                   scale=(0.5, 1.0), crop_pct=1.0, vflip=0.5, workers=1),
+}
+
+SHAPES_CLS_VERSION = 1  # bump when the cutting changes, so stale crops are rewritten
+SHAPES_CLS_SIZE = 64  # stored crop size; training resizes to --img-size
+
+
+# ----------------------------------------------------------------------------- built-in data
+def cut_coco_objects(instances_json, image_root, out_dir, size=64, context=1.25, min_side=8,
+                     min_area=64):
+    """Write every object of a COCO instances file as a square crop into ``out_dir/<category>/``.
+
+    The crop is centred on the object's box, ``context`` times its longer side (so the outline
+    and some background are visible), padded by edge replication at the image border, and
+    resized to ``size`` px. Crowd boxes and objects whose visible box is smaller than
+    ``min_side`` px or whose visible area is below ``min_area`` px (mostly hidden behind other
+    objects) are skipped. Returns ``{category name: number of crops}``.
+    """
+    import cv2
+    import numpy as np
+
+    with open(instances_json) as f:
+        coco = json.load(f)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    counts = {name: 0 for name in names.values()}
+    for name in names.values():
+        os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+    by_image = {}
+    for ann in coco["annotations"]:
+        x, y, w, h = ann["bbox"]
+        if ann.get("iscrowd", 0) or min(w, h) < min_side or ann["area"] < min_area:
+            continue
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    for image_id, anns in sorted(by_image.items()):
+        path = os.path.join(image_root, files[image_id])
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"cannot read image {path} listed in {instances_json}")
+        for ann in anns:
+            x, y, w, h = ann["bbox"]
+            side = max(w, h) * context
+            x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+            x1, y1 = x0 + int(round(side)), y0 + int(round(side))
+            pad = max(0, -x0, -y0, x1 - image.shape[1], y1 - image.shape[0])
+            padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            crop = padded[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
+            crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+            name = names[ann["category_id"]]
+            cv2.imwrite(os.path.join(out_dir, name, f"{image_id:06d}_{ann['id']:07d}.png"), crop)
+            counts[name] += 1
+    return counts
+
+
+def ensure_shapes_imagefolder(out_root=None, size=SHAPES_CLS_SIZE):
+    """The built-in classification data: ``out_root/{train,val}/<class>/*.png``, made on first use.
+
+    Cut with :func:`cut_coco_objects` from the COCO files of the built-in ``shapes_train`` and
+    ``shapes_val`` splits (generated first if missing). A stamp file records the parameters, so
+    the crops are rewritten only when they change. Returns ``out_root``.
+    """
+    from dcdc.data.shapes import SHAPES_SPLITS, datasets_root, ensure_shapes
+
+    out_root = out_root or os.path.join(datasets_root(), "shapes_cls")
+    shapes_root = ensure_shapes()
+    stamp_path = os.path.join(out_root, ".complete.json")
+    params = {"version": SHAPES_CLS_VERSION, "size": size, "shapes_root": os.path.abspath(shapes_root),
+              "splits": {k: v.params() for k, v in SHAPES_SPLITS.items()}}
+    if os.path.isfile(stamp_path):
+        with open(stamp_path) as f:
+            if json.load(f).get("params") == params:
+                return out_root
+    counts = {}
+    for split in ("train", "val"):
+        out_dir = os.path.join(out_root, split)
+        if os.path.isdir(out_dir):  # stale crops of another version must not mix in
+            import shutil
+            shutil.rmtree(out_dir)
+        counts[split] = cut_coco_objects(
+            os.path.join(shapes_root, "annotations", f"instances_{split}.json"),
+            os.path.join(shapes_root, split), out_dir, size=size)
+    with open(stamp_path, "w") as f:
+        json.dump({"params": params, "counts": counts}, f, indent=1, sort_keys=True)
+    logger.info(f"Cut the shapes objects into {out_root}: {counts}")
+    return out_root
+
+
+# ----------------------------------------------------------------------------- arguments
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", default=None,
+                   help="ImageFolder root holding the train/val splits; default: built-in shapes crops")
+    g.add_argument("--train-split", default="train")
+    g.add_argument("--val-split", default="val")
+    g.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="defaults for the unset options; 'shapes' without --data-dir, else 'imagenet'")
+    g.add_argument("--img-size", type=int, default=None, help="train/eval resolution")
+    g.add_argument("--crop-pct", type=float, default=None, help="eval centre-crop fraction")
+    g.add_argument("--scale", type=float, nargs=2, default=None, help="RandomResizedCrop area range")
+    g.add_argument("--hflip", type=float, default=0.5)
+    g.add_argument("--vflip", type=float, default=None)
+    g.add_argument("--color-jitter", type=float, default=0.0)
+    g.add_argument("--aa", default=None, help="timm auto-augment policy, e.g. rand-m9-mstd0.5")
+    g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
+    g.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
+    g.add_argument("--workers", type=int, default=None, help="data loader processes per GPU/process")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="dcdc_resnet26", help="any timm model name")
+    g.add_argument("--drop", type=float, default=0.0, help="dropout before the classifier")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
+    g.add_argument("--model-ema", action="store_true", help="also keep and evaluate EMA weights")
+    g.add_argument("--model-ema-decay", type=float, default=0.9998)
+
+    g = p.add_argument_group("optimisation (paper recipe)")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None, help="total over all processes")
+    g.add_argument("--lr", type=float, default=None, help="absolute lr; default --lr-base scaled")
+    g.add_argument("--lr-base", type=float, default=0.1, help="lr per --lr-base-size images")
+    g.add_argument("--lr-base-size", type=int, default=256)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--no-wd-norm-bias", action="store_true",
+                   help="exclude norm and bias parameters from weight decay (the paper decays all)")
+    g.add_argument("--sched", default="cosine", help="timm scheduler name")
+    g.add_argument("--warmup-epochs", type=int, default=None)
+    g.add_argument("--warmup-lr", type=float, default=1e-5)
+    g.add_argument("--min-lr", type=float, default=0.0)
+    g.add_argument("--smoothing", type=float, default=0.0, help="label smoothing (RedNet: 0.1)")
+    g.add_argument("--clip-grad", type=float, default=None, help="gradient norm clipping")
+    g.add_argument("--amp", action="store_true",
+                   help="mixed precision: float16 + loss scaling on CUDA, bfloat16 on CPU")
+    g.add_argument("--iters-per-epoch", type=int, default=None,
+                   help="stop each epoch after this many iterations (smoke tests)")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--output", default=None, help="default: output/classifier/<model>_<data>")
+    g.add_argument("--resume", default="", help="checkpoint to continue from, or 'auto' (last.pth.tar)")
+    g.add_argument("--eval-only", action="store_true", help="evaluate --resume and exit")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--log-interval", type=int, default=20, help="iterations between progress lines")
+    g.add_argument("--keep-checkpoints", type=int, default=2, help="per-epoch checkpoints kept")
+    return p
+
+
+def resolve_args(args):
+    """Fill the options left unset from the recipe and check the combination."""
+    if args.recipe is None:
+        args.recipe = "shapes" if args.data_dir is None else "imagenet"
+    for key, value in RECIPES[args.recipe].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.scale = tuple(args.scale)
+    if args.lr is None:
+        args.lr = args.lr_base * args.batch_size / args.lr_base_size
+    if args.output is None:
+        data = "shapes" if args.data_dir is None else os.path.basename(os.path.normpath(args.data_dir))
+        args.output = os.path.join("output", "classifier", f"{args.model}_{data}")
+    if args.resume == "auto":
+        last = os.path.join(args.output, "last.pth.tar")
+        args.resume = last if os.path.isfile(last) else ""
+    if args.eval_only and not args.resume:
+        raise SystemExit("--eval-only needs a checkpoint: pass --resume PATH.")
+    return args
+
+
+# ----------------------------------------------------------------------------- train / eval
+def _autocast(args, device):
+    if not args.amp:
+        return nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, topk=(1, 5), autocast=nullcontext, distributed=False):
+    """Top-k accuracy (%) and mean cross-entropy of ``model`` on ``loader``.
+
+    ``topk`` values larger than the number of classes are clipped to it. Counts are summed over
+    processes when ``distributed``, so every rank returns the same numbers.
+    """
+    model.eval()
+    sums = None
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        with autocast():
+            logits = model(images)
+        logits = logits.float()
+        ks = tuple(min(k, logits.shape[1]) for k in topk)
+        n = targets.shape[0]
+        batch = torch.tensor([n, nn.functional.cross_entropy(logits, targets, reduction="sum")]
+                             + [a * n / 100.0 for a in accuracy(logits, targets, topk=ks)],
+                             dtype=torch.float64, device=device)
+        sums = batch if sums is None else sums + batch
+    if sums is None:
+        raise ValueError("the evaluation loader is empty")
+    if distributed:
+        dist.all_reduce(sums)
+    n = sums[0].item()
+    metrics = {"loss": sums[1].item() / n, "samples": int(n)}
+    for k, correct in zip(topk, sums[2:].tolist()):
+        metrics[f"top{k}"] = 100.0 * correct / n
+    return metrics
+
+
+def train_one_epoch(epoch, model, loader, optimizer, loss_fn, args, device, lr_scheduler,
+                    loss_scaler=None, model_ema=None, mixup_fn=None):
+    model.train()
+    num_iters = len(loader) if args.iters_per_epoch is None else min(len(loader), args.iters_per_epoch)
+    losses, iter_time = AverageMeter(), AverageMeter()
+    num_updates = epoch * num_iters
+    end = start = time.time()
+    for it, (images, targets) in enumerate(loader):
+        if it >= num_iters:
+            break
+        images, targets = images.to(device), targets.to(device)
+        if mixup_fn is not None:
+            images, targets = mixup_fn(images, targets)
+        with _autocast(args, device):
+            loss = loss_fn(model(images), targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {it}; "
+                                     "lower --lr or check the data.")
+        optimizer.zero_grad(set_to_none=True)
+        if loss_scaler is not None:
+            loss_scaler(loss, optimizer, clip_grad=args.clip_grad, parameters=model.parameters())
+        else:
+            loss.backward()
+            if args.clip_grad:
+                nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+            optimizer.step()
+        num_updates += 1
+        if model_ema is not None:
+            model_ema.update(model, step=num_updates)
+        lr_scheduler.step_update(num_updates=num_updates)
+
+        reduced = reduce_tensor(loss.detach(), args.world_size) if args.distributed else loss.detach()
+        losses.update(reduced.item(), images.shape[0])
+        iter_time.update(time.time() - end)
+        end = time.time()
+        if args.rank == 0 and ((it + 1) % args.log_interval == 0 or it + 1 == num_iters):
+            eta = iter_time.avg * (num_iters - it - 1)
+            logger.info(
+                f"epoch {epoch + 1}/{args.epochs} iter {it + 1}/{num_iters}  loss {losses.val:.4f} "
+                f"({losses.avg:.4f})  lr {optimizer.param_groups[0]['lr']:.5f}  "
+                f"{args.batch_size / iter_time.avg:.1f} img/s  eta {timedelta(seconds=int(eta))}")
+    return {"loss": losses.avg, "time": time.time() - start}
+
+
+def setup_logging(args):
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if args.rank == 0:
+        os.makedirs(args.output, exist_ok=True)
+        handlers.append(logging.FileHandler(os.path.join(args.output, "log.txt")))
+    logging.basicConfig(level=logging.INFO if args.rank == 0 else logging.WARNING,
+                        format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S", handlers=handlers,
+                        force=True)
+
+
+def main(argv=None):
+    args = resolve_args(get_parser().parse_args(argv))
+    device = init_distributed_device(args)  # torchrun: sets rank/world_size, NCCL or gloo
+    setup_logging(args)
+    if args.batch_size % args.world_size:
+        raise SystemExit(f"--batch-size {args.batch_size} is not divisible by the "
+                         f"{args.world_size} processes.")
+    random_seed(args.seed, args.rank)
+    import dcdc.modeling.timm_models  # noqa: F401  (registers the DCDC models with timm)
+
+    if args.data_dir is None:
+        if args.rank == 0:
+            ensure_shapes_imagefolder()
+        if args.distributed:
+            dist.barrier()
+        args.data_dir = ensure_shapes_imagefolder()
+    splits = {}
+    for split in (args.train_split, args.val_split):
+        root = os.path.join(args.data_dir, split)
+        if not os.path.isdir(root):
+            raise SystemExit(f"{root} not found: --data-dir must hold ImageFolder splits "
+                             f"'{args.train_split}/' and '{args.val_split}/' (class folders inside).")
+        splits[split] = create_dataset("", root=root)
+    train_set, val_set = splits[args.train_split], splits[args.val_split]
+    classes = train_set.reader.class_to_idx
+    if val_set.reader.class_to_idx != classes:
+        raise SystemExit(f"train and val class folders differ: {sorted(classes)} vs "
+                         f"{sorted(val_set.reader.class_to_idx)}")
+    args.num_classes = len(classes)
+
+    model = timm.create_model(args.model, num_classes=args.num_classes, drop_rate=args.drop)
+    data_config = resolve_data_config({"input_size": (3, args.img_size, args.img_size),
+                                       "crop_pct": args.crop_pct}, model=model)
+    if args.sync_bn and args.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    optimizer = create_optimizer_v2(model, opt="sgd", lr=args.lr, momentum=args.momentum,
+                                    weight_decay=args.weight_decay,
+                                    filter_bias_and_bn=args.no_wd_norm_bias)
+    loss_scaler = NativeScaler(device=device.type) if args.amp and device.type == "cuda" else None
+
+    start_epoch = 0
+    if args.resume:
+        start_epoch = resume_checkpoint(model, args.resume, optimizer=optimizer,
+                                        loss_scaler=loss_scaler, log_info=args.rank == 0) or 0
+    model_ema = None
+    if args.model_ema:
+        model_ema = ModelEmaV3(model, decay=args.model_ema_decay)
+        if args.resume:
+            load_checkpoint(model_ema.module, args.resume, use_ema=True)
+    if args.distributed:
+        model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+    per_process_batch = args.batch_size // args.world_size
+    loader_kwargs = dict(input_size=data_config["input_size"], interpolation=data_config["interpolation"],
+                         mean=data_config["mean"], std=data_config["std"], num_workers=args.workers,
+                         distributed=args.distributed, device=device, use_prefetcher=False,
+                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    val_loader = create_loader(val_set, batch_size=per_process_batch * 2, is_training=False,
+                               crop_pct=data_config["crop_pct"], **loader_kwargs)
+    autocast = lambda: _autocast(args, device)  # noqa: E731
+    if args.eval_only:
+        metrics = evaluate(model, val_loader, device, autocast=autocast, distributed=args.distributed)
+        logger.info(f"eval {args.resume}: {metrics}")
+        return metrics
+
+    train_loader = create_loader(train_set, batch_size=per_process_batch, is_training=True,
+                                 scale=args.scale, hflip=args.hflip, vflip=args.vflip,
+                                 color_jitter=args.color_jitter, auto_augment=args.aa, **loader_kwargs)
+    updates_per_epoch = len(train_loader) if args.iters_per_epoch is None else min(
+        len(train_loader), args.iters_per_epoch)
+    lr_scheduler, _ = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=args.epochs,
+                                          warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
+                                          min_lr=args.min_lr, step_on_epochs=False,
+                                          updates_per_epoch=updates_per_epoch)
+    lr_scheduler.step_update(start_epoch * updates_per_epoch)
+
+    mixup_fn = None
+    if args.mixup > 0 or args.cutmix > 0:
+        mixup_fn = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
+                         label_smoothing=args.smoothing, num_classes=args.num_classes)
+        loss_fn = SoftTargetCrossEntropy()
+    elif args.smoothing > 0:
+        loss_fn = LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+    else:
+        loss_fn = nn.CrossEntropyLoss()
+
+    saver = None
+    if args.rank == 0:
+        saver = CheckpointSaver(model=model, optimizer=optimizer, args=args, model_ema=model_ema,
+                                amp_scaler=loss_scaler, checkpoint_dir=args.output,
+                                recovery_dir=args.output, decreasing=False,
+                                max_history=args.keep_checkpoints)
+        if args.resume and os.path.abspath(os.path.dirname(args.resume)) == os.path.abspath(args.output):
+            saver.load_state_dict_from_checkpoint(args.resume)  # keeps the best-checkpoint record
+        with open(os.path.join(args.output, "classes.json"), "w") as f:
+            json.dump(classes, f, indent=1)
+        logger.info(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, "
+                    f"{args.num_classes} classes, {len(train_set)} train / {len(val_set)} val images, "
+                    f"{args.world_size} process(es) on {device}, batch {args.batch_size}, "
+                    f"lr {args.lr:g}, {args.epochs} epochs from epoch {start_epoch + 1}")
+        logger.info("args: " + json.dumps(vars(args), default=str, sort_keys=True))
+
+    metrics = {}
+    for epoch in range(start_epoch, args.epochs):
+        if args.distributed and hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        train_metrics = train_one_epoch(epoch, model, train_loader, optimizer, loss_fn, args, device,
+                                        lr_scheduler, loss_scaler, model_ema, mixup_fn)
+        metrics = evaluate(model, val_loader, device, autocast=autocast, distributed=args.distributed)
+        if model_ema is not None:
+            ema_metrics = evaluate(model_ema.module, val_loader, device, autocast=autocast,
+                                   distributed=args.distributed)
+            metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
+        if args.rank == 0:
+            logger.info(f"epoch {epoch + 1}/{args.epochs} done in {train_metrics['time']:.0f}s: "
+                        f"train loss {train_metrics['loss']:.4f}  val loss {metrics['loss']:.4f}  "
+                        f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%"
+                        + (f"  (EMA top-1 {metrics['ema_top1']:.2f}%)" if model_ema else ""))
+            update_summary(epoch + 1, train_metrics, metrics, os.path.join(args.output, "summary.csv"),
+                           lr=optimizer.param_groups[0]["lr"])
+            # timm convention: the checkpoint stores the 0-based epoch just finished (version 2).
+            best, best_epoch = saver.save_checkpoint(epoch, metric=metrics["top1"])
+            logger.info(f"saved {os.path.join(args.output, 'last.pth.tar')} "
+                        f"(best top-1 {best:.2f}% after epoch {best_epoch + 1})")
+    if args.distributed:
+        dist.destroy_process_group()
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
