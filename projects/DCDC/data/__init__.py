@@ -10,6 +10,7 @@ from .shapes import (  # noqa: F401
     get_shapes_metadata,
     register_all_shapes,
     register_shapes,
+    shapes_split_of,
 )
 
 register_all_shapes()

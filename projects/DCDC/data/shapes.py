@@ -47,6 +47,7 @@ __all__ = [
     "get_shapes_metadata",
     "generate_shapes_split",
     "ensure_shapes",
+    "shapes_split_of",
     "register_shapes",
     "register_all_shapes",
     "datasets_root",
@@ -100,7 +101,20 @@ class ShapesSplit:
 SHAPES_SPLITS = {
     "shapes_train": ShapesSplit("train", num_images=1000, image_size=128, seed=1),
     "shapes_val": ShapesSplit("val", num_images=100, image_size=128, seed=2),
+    # a few images, for instant tests of the whole train -> evaluate -> visualize path
+    "shapes_mini_train": ShapesSplit("mini_train", num_images=16, image_size=128, seed=3),
+    "shapes_mini_val": ShapesSplit("mini_val", num_images=8, image_size=128, seed=4),
 }
+
+_DERIVED_SUFFIXES = ("_panoptic_separated", "_panoptic_stuffonly")
+
+
+def shapes_split_of(dataset_name):
+    """The :class:`ShapesSplit` behind a registered built-in dataset name, or None."""
+    for suffix in _DERIVED_SUFFIXES:
+        if dataset_name.endswith(suffix):
+            dataset_name = dataset_name[: -len(suffix)]
+    return SHAPES_SPLITS.get(dataset_name)
 
 
 def datasets_root():

@@ -1,0 +1,289 @@
+#!/usr/bin/env python
+"""The main job behind ``make demo``: data -> train -> evaluate -> pictures, on a CPU, in minutes.
+
+1. generates the built-in "shapes" data (real COCO files) under ``$DETECTRON2_DATASETS`` if missing;
+2. trains the quickstart config from scratch with ``python train_net.py --config-file ...``
+   (detectron2's DefaultTrainer; its log, with ETA, streams to the terminal), evaluating every
+   ``TEST.EVAL_PERIOD`` iterations with detectron2's COCOEvaluator / COCOPanopticEvaluator /
+   SemSegEvaluator;
+3. writes, next to detectron2's own ``metrics.json``, ``model_final.pth`` and ``inference/``:
+   ``curves.png`` (losses and AP / PQ against iterations), ``predictions/*.png`` (ground truth |
+   prediction, drawn by detectron2's Visualizer), ``predictions.png`` (a grid of them),
+   ``kernels_<stage>.png`` (paper Fig. 5, see tools/visualize_kernels.py) and ``summary.json``.
+
+Example::
+
+    python tools/run_demo.py                                   # what `make demo` runs
+    python tools/run_demo.py --output-dir output/tiny SOLVER.MAX_ITER 20   # config overrides last
+"""
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data.detection_utils import read_image  # noqa: E402
+from detectron2.engine.defaults import DefaultPredictor  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.utils.visualizer import Visualizer  # noqa: E402
+
+import dcdc  # noqa: E402  registers the DCDC backbones and the built-in "shapes" datasets
+from dcdc import add_dcdc_config  # noqa: E402
+from dcdc.data import ensure_shapes, shapes_split_of  # noqa: E402
+from dcdc.data.shapes import datasets_root  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from demo import draw_predictions  # noqa: E402
+
+logger = logging.getLogger("dcdc.run_demo")
+
+DEFAULT_CONFIG = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes.yaml")
+# Final-evaluation keys reported and the targets of the quickstart (issue 4).
+TARGETS = {"bbox/AP": 50.0, "segm/AP": 50.0, "panoptic_seg/PQ": 40.0}
+
+
+def load_cfg(config_file, opts):
+    cfg = get_cfg()
+    add_dcdc_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    return cfg
+
+
+def prepare_data(cfg):
+    """Generate the built-in shapes splits the config uses (nothing for other datasets)."""
+    root = os.path.join(datasets_root(), "shapes")
+    specs = [shapes_split_of(n) for n in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST)]
+    specs = [s for s in specs if s is not None]
+    if specs:
+        start = time.time()
+        ensure_shapes(root, specs)
+        logger.info(f"Data ready under {os.path.abspath(root)} ({time.time() - start:.1f}s).")
+
+
+def train(config_file, output_dir, opts, threads):
+    """``python train_net.py --config-file ... OUTPUT_DIR ...`` in a child process, log streamed."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", config_file,
+           "OUTPUT_DIR", output_dir, *opts]
+    logger.info("Running: " + " ".join(cmd) + f"  (OMP_NUM_THREADS={env['OMP_NUM_THREADS']})")
+    result = subprocess.run(cmd, env=env, cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(f"train_net.py failed with exit status {result.returncode}; see the log "
+                         f"above and {os.path.join(output_dir, 'log.txt')}.")
+
+
+def read_metrics(output_dir):
+    """detectron2's ``metrics.json`` (one JSON dict per line) as a list of dicts."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: did training run (see log.txt)?")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def final_evaluation(records):
+    """The last record holding evaluation results (keys like 'bbox/AP', 'panoptic_seg/PQ')."""
+    evals = [r for r in records if any("/" in k and k.split("/")[0] in
+                                       ("bbox", "segm", "panoptic_seg", "sem_seg") for k in r)]
+    if not evals:
+        raise ValueError("metrics.json holds no evaluation; set TEST.EVAL_PERIOD > 0.")
+    return evals[-1]
+
+
+def plot_curves(records, path):
+    """Training losses (left) and the evaluation metrics (right) against the iteration."""
+    fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(12, 4.5))
+    train = [r for r in records if "total_loss" in r]
+    loss_keys = sorted({k for r in train for k in r if k.startswith("loss_")} | {"total_loss"})
+    for key in loss_keys:
+        its = [r["iteration"] for r in train if key in r]
+        ax_loss.plot(its, [r[key] for r in train if key in r], label=key,
+                     lw=2 if key == "total_loss" else 1)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_title("training losses (detectron2 metrics.json)")
+    ax_loss.legend(fontsize=7)
+    ax_loss.grid(alpha=0.3)
+    metric_keys = [k for k in ("bbox/AP", "segm/AP", "panoptic_seg/PQ", "panoptic_seg/PQ_th",
+                               "panoptic_seg/PQ_st", "sem_seg/mIoU")
+                   if any(k in r for r in records)]
+    for key in metric_keys:
+        pts = [(r["iteration"], r[key]) for r in records if key in r]
+        ax_eval.plot(*zip(*pts), marker="o", label=key)
+    for key, target in TARGETS.items():
+        if key in metric_keys:
+            ax_eval.axhline(target, ls=":", color="gray", lw=0.8)
+    ax_eval.set_xlabel("iteration")
+    ax_eval.set_ylim(0, 100)
+    ax_eval.set_title("validation (COCOEvaluator / COCOPanopticEvaluator / SemSegEvaluator)")
+    ax_eval.legend(fontsize=7)
+    ax_eval.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def ground_truth_panoptic(metadata, dataset_dict):
+    """(segment-id map, segments_info in model ids) of an image from the panoptic PNG + JSON."""
+    from panopticapi.utils import rgb2id
+
+    cache = metadata.get("_dcdc_panoptic_by_file", None)
+    if cache is None:
+        with open(metadata.panoptic_json) as f:
+            anns = json.load(f)["annotations"]
+        cache = {os.path.splitext(a["file_name"])[0]: a for a in anns}
+        metadata.set(_dcdc_panoptic_by_file=cache)
+    stem = os.path.splitext(os.path.basename(dataset_dict["file_name"]))[0]
+    ann = cache[stem]
+    png = read_image(os.path.join(metadata.panoptic_root, ann["file_name"]), format="RGB")
+    seg = rgb2id(png)
+    infos = []
+    for s in ann["segments_info"]:
+        isthing = s["category_id"] in metadata.thing_dataset_id_to_contiguous_id
+        mapping = (metadata.thing_dataset_id_to_contiguous_id if isthing
+                   else metadata.stuff_dataset_id_to_contiguous_id)
+        infos.append({"id": s["id"], "category_id": mapping[s["category_id"]], "isthing": isthing})
+    return torch.as_tensor(seg.astype(np.int64)), infos
+
+
+def draw_ground_truth(image_rgb, dataset_dict, metadata, scale):
+    visualizer = Visualizer(image_rgb, metadata, scale=scale)
+    if metadata.get("panoptic_json", None):
+        seg, infos = ground_truth_panoptic(metadata, dataset_dict)
+        return visualizer.draw_panoptic_seg(seg, infos).get_image()
+    return visualizer.draw_dataset_dict(dataset_dict).get_image()
+
+
+def label(image, text):
+    """The image with a white title band on top."""
+    band = np.full((22, image.shape[1], 3), 255, np.uint8)
+    import cv2
+
+    cv2.putText(band, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band, image], axis=0)
+
+
+def visualize_predictions(cfg, output_dir, num_images, scale=3.0):
+    """Ground truth | prediction for the first ``num_images`` test images; returns the paths."""
+    dataset_name = cfg.DATASETS.TEST[0]
+    metadata = MetadataCatalog.get(dataset_name)
+    predictor = DefaultPredictor(cfg)
+    out_dir = os.path.join(output_dir, "predictions")
+    os.makedirs(out_dir, exist_ok=True)
+    import cv2
+
+    rows, paths = [], []
+    for d in DatasetCatalog.get(dataset_name)[:num_images]:
+        image = read_image(d["file_name"], format="BGR")
+        gt = draw_ground_truth(image[:, :, ::-1], d, metadata, scale)
+        pred = draw_predictions(image[:, :, ::-1], predictor(image), metadata, scale).get_image()
+        pair = np.concatenate([label(gt, "ground truth"), np.full((gt.shape[0] + 22, 6, 3), 255,
+                                                                  np.uint8),
+                               label(pred, "prediction")], axis=1)
+        path = os.path.join(out_dir, os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png")
+        cv2.imwrite(path, pair[:, :, ::-1])
+        rows.append(pair)
+        paths.append(path)
+    if rows:
+        grid = np.concatenate(rows[:4], axis=0)
+        cv2.imwrite(os.path.join(output_dir, "predictions.png"), grid[:, :, ::-1])
+    return paths
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", default=DEFAULT_CONFIG)
+    parser.add_argument("--output-dir", default=None,
+                        help="default: the config's OUTPUT_DIR (output/quickstart)")
+    parser.add_argument("--num-vis", type=int, default=8, help="validation images to draw")
+    parser.add_argument("--kernel-stage", default="res3", help="stage for the kernel picture")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP_NUM_THREADS for training (unless set in the environment). One "
+                        "thread per process is fastest on a small shared CPU: OpenMP barriers "
+                        "stall when another job takes a core.")
+    parser.add_argument("--skip-train", action="store_true",
+                        help="reuse the trained model and metrics.json in --output-dir")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    setup_logger(name="dcdc")
+    start = time.time()
+    load_start = os.getloadavg()
+    cfg = load_cfg(args.config_file, args.opts)
+    output_dir = os.path.abspath(args.output_dir or cfg.OUTPUT_DIR)
+    os.makedirs(output_dir, exist_ok=True)
+    logger.info(f"{os.cpu_count()} CPUs, load average {load_start[0]:.1f}; output in {output_dir}")
+
+    prepare_data(cfg)
+    if not args.skip_train:
+        train(args.config_file, output_dir, args.opts, args.threads)
+    train_done = time.time()
+
+    records = read_metrics(output_dir)
+    final = final_evaluation(records)
+    plot_curves(records, os.path.join(output_dir, "curves.png"))
+
+    torch.set_num_threads(max(1, args.threads))
+    cfg.MODEL.WEIGHTS = os.path.join(output_dir, "model_final.pth")
+    if not os.path.isfile(cfg.MODEL.WEIGHTS):
+        raise FileNotFoundError(f"{cfg.MODEL.WEIGHTS} is missing: training did not finish.")
+    cfg.freeze()
+    vis = visualize_predictions(cfg, output_dir, args.num_vis)
+
+    from visualize_kernels import main as kernels_main  # tools/ is on sys.path as the script dir
+
+    kernel_png = os.path.join(output_dir, f"kernels_{args.kernel_stage}.png")
+    first_image = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]["file_name"]
+    kernels_main(["--config-file", args.config_file, "--input", first_image, "--output",
+                  kernel_png, "--stage", args.kernel_stage, "--opts", *args.opts,
+                  "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS])
+
+    wall = time.time() - start
+    results = {k: round(float(v), 2) for k, v in final.items()
+               if k.split("/")[0] in ("bbox", "segm", "panoptic_seg", "sem_seg")}
+    summary = {
+        "config_file": os.path.relpath(os.path.abspath(args.config_file), REPO),
+        "iteration": final.get("iteration"),
+        "final_evaluation": results,
+        "targets": {k: {"target": t, "reached": results.get(k, -1) >= t}
+                    for k, t in TARGETS.items() if k in results},
+        "wall_time_s": {"total": round(wall, 1), "data_and_training": round(train_done - start, 1),
+                        "pictures": round(time.time() - train_done, 1)},
+        "cpus": os.cpu_count(),
+        "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
+        "files": sorted(os.path.relpath(p, output_dir) for p in
+                        [os.path.join(output_dir, f) for f in ("metrics.json", "model_final.pth",
+                                                               "curves.png", "predictions.png")]
+                        + vis + [kernel_png]),
+    }
+    with open(os.path.join(output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    logger.info("Final evaluation: " + ", ".join(
+        f"{k} {v:.1f}" + (f" (target {TARGETS[k]:.0f}: {'reached' if v >= TARGETS[k] else 'NOT reached'})"
+                          if k in TARGETS else "")
+        for k, v in results.items() if k in TARGETS or k.endswith("mIoU")))
+    logger.info(f"Total wall time {wall / 60:.1f} min. Pictures: {output_dir}/curves.png, "
+                f"{output_dir}/predictions.png, {output_dir}/predictions/, {kernel_png}; "
+                f"summary: {output_dir}/summary.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
