@@ -26,7 +26,8 @@ params: install
 	$(PY) tools/param_table.py
 
 demo: install
-	$(PY) tools/param_table.py
+	# shapes data -> train_net.py (Panoptic FPN, DCDC-R26, CPU) -> evaluators -> pictures in output/quickstart
+	$(PY) tools/run_demo.py
 
 clean-venv:
 	rm -rf $(VENV)
