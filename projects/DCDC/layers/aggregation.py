@@ -76,6 +76,11 @@ def check_aggregate_inputs(x, kernels, kernel_size, stride):
     return groups, out_h, out_w
 
 
+def _acc_dtype(x):
+    """float32 for fp16 / bf16 (their sums of K^2 or C/G products lose digits), else x.dtype."""
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
 def _offset_views(x_pad, kernel_size, stride, out_h, out_w):
     """Yield ``(i*K + j, strided view of x_pad seen by kernel tap (i, j))``, each (B, C, H', W')."""
     h_span, w_span = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
@@ -97,11 +102,12 @@ class _LSAAggregate(torch.autograd.Function):
         groups, out_h, out_w = kernels.shape[1], kernels.shape[3], kernels.shape[4]
         pad = (kernel_size - 1) // 2
         x_pad = F.pad(x, (pad, pad, pad, pad))
-        out = x.new_zeros(batch, groups, channels // groups, out_h, out_w)
+        # fp16 / bf16 accumulate the K^2 taps in float32, like the native kernel
+        out = x.new_zeros(batch, groups, channels // groups, out_h, out_w, dtype=_acc_dtype(x))
         for tap, view in _offset_views(x_pad, kernel_size, stride, out_h, out_w):
             # out[b, g, c', h, w] += x[b, g, c', ...] * H[b, g, tap, h, w]
             out.addcmul_(view.reshape(out.shape), kernels[:, :, tap, None])
-        return out.view(batch, channels, out_h, out_w)
+        return out.view(batch, channels, out_h, out_w).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -118,15 +124,18 @@ class _LSAAggregate(torch.autograd.Function):
         grad_out = grad_out.reshape(batch, groups, channels // groups, out_h, out_w)
         grad_x = grad_kernels = None
         if ctx.needs_input_grad[0]:
-            grad_x_pad = x.new_zeros(batch, channels, height + 2 * pad, width + 2 * pad)
+            grad_x_pad = x.new_zeros(batch, channels, height + 2 * pad, width + 2 * pad,
+                                     dtype=_acc_dtype(x))
             for tap, view in _offset_views(grad_x_pad, kernel_size, stride, out_h, out_w):
                 view.view(grad_out.shape).addcmul_(grad_out, kernels[:, :, tap, None])
-            grad_x = grad_x_pad[:, :, pad : pad + height, pad : pad + width]
+            grad_x = grad_x_pad[:, :, pad : pad + height, pad : pad + width].to(x.dtype)
         if ctx.needs_input_grad[1]:
             x_pad = F.pad(x, (pad, pad, pad, pad))
             grad_kernels = torch.empty_like(kernels)
+            acc = _acc_dtype(x)
             for tap, view in _offset_views(x_pad, kernel_size, stride, out_h, out_w):
-                torch.sum(view.reshape(grad_out.shape) * grad_out, dim=2, out=grad_kernels[:, :, tap])
+                prod = view.reshape(grad_out.shape).to(acc) * grad_out
+                grad_kernels[:, :, tap] = prod.sum(dim=2)
         return grad_x, grad_kernels, None, None
 
 

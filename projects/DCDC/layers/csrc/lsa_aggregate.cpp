@@ -29,6 +29,12 @@ struct Geometry {
   int64_t batch, channels, height, width, groups, out_h, out_w, kernel_size, stride, pad;
   int64_t channels_per_group() const { return channels / groups; }
   int64_t taps() const { return kernel_size * kernel_size; }
+  // Tasks per parallel chunk: small maps (tests, gradcheck, the 7x7 res5 of small images) run
+  // on the calling thread instead of paying an OpenMP fork/join for a few microseconds of work.
+  int64_t grain() const {
+    const int64_t work = channels_per_group() * taps() * std::max<int64_t>(out_w, 1);
+    return std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(work, 1));
+  }
   // Output columns w whose input column w*s + j - p lies inside [0, width).
   void valid_cols(int64_t j, int64_t* lo, int64_t* hi) const {
     const int64_t first = pad - j;  // need w*s >= first
@@ -63,7 +69,7 @@ void forward_kernel(const scalar_t* x, const scalar_t* k, scalar_t* out, const G
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t cpg = g.channels_per_group(), taps = g.taps(), s = g.stride;
   const int64_t n_tasks = g.batch * g.groups * g.out_h;
-  at::parallel_for(0, n_tasks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n_tasks, g.grain(), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(g.out_w);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups,
@@ -108,7 +114,7 @@ void backward_input_kernel(const scalar_t* grad_out, const scalar_t* k, scalar_t
   const int64_t cpg = g.channels_per_group(), taps = g.taps(), s = g.stride;
   const int64_t n_tasks = g.batch * g.groups * g.height;
   const int64_t acc_len = g.out_w * s + g.kernel_size;  // covers padded columns w*s + j
-  at::parallel_for(0, n_tasks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n_tasks, g.grain(), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(acc_len);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t y = task % g.height, bg = task / g.height, grp = bg % g.groups,
@@ -150,7 +156,7 @@ void backward_kernels_kernel(const scalar_t* grad_out, const scalar_t* x, scalar
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t cpg = g.channels_per_group(), taps = g.taps(), s = g.stride;
   const int64_t n_tasks = g.batch * g.groups * g.out_h;
-  at::parallel_for(0, n_tasks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n_tasks, g.grain(), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(g.out_w);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups,
@@ -224,32 +230,52 @@ DCDC_INLINE void pad_row(float* buf, const float* row, int64_t width, int64_t pa
   std::fill(buf + pad + width, buf + len, 0.f);
 }
 
-template <int NB, int S>
-DCDC_INLINE void forward_tile(const float* xbuf, const float* k_row0, float* out0, int64_t w0,
-                              int64_t i_lo, int64_t i_hi, int64_t K, int64_t row_len,
-                              int64_t tap_stride, int64_t out_chan_stride, int64_t s_rt) {
-  const int64_t s = S > 0 ? S : s_rt;
+// Padded input rows, split by column phase so that strided outputs read unit-stride memory:
+// padded column q (= w*s + j) is stored at phase (q % s), position q / s. Tap j of output
+// column w is then phase (j % s), position w + j / s: consecutive w are consecutive floats.
+struct PhasedRows {
+  int64_t stride, phase_len, row_len;  // row_len = stride * phase_len floats per input row
+  PhasedRows(const Geometry& g)
+      : stride(g.stride),
+        phase_len((std::max(g.out_w * g.stride + g.kernel_size, g.pad + g.width) + g.stride - 1) /
+                  g.stride),
+        row_len(stride * phase_len) {}
+  void fill(float* buf, const float* row, int64_t width, int64_t pad) const {
+    if (stride == 1) return pad_row(buf, row, width, pad, row_len);
+    std::fill(buf, buf + row_len, 0.f);
+    for (int64_t c = 0; c < width; ++c) {
+      const int64_t q = c + pad;
+      buf[(q % stride) * phase_len + q / stride] = row[c];
+    }
+  }
+  const float* tap(const float* buf, int64_t j) const {
+    return buf + (j % stride) * phase_len + j / stride;
+  }
+};
+
+template <int NB>
+DCDC_INLINE void forward_tile(const float* xbuf, const PhasedRows& rows, const float* k_row0,
+                              float* out0, int64_t w0, int64_t i_lo, int64_t i_hi, int64_t K,
+                              int64_t hw_out) {
   float acc[NB][TW] = {};
   for (int64_t i = i_lo; i < i_hi; ++i) {
     for (int64_t j = 0; j < K; ++j) {
-      const float* kp = k_row0 + (i * K + j) * tap_stride + w0;
+      const float* kp = k_row0 + (i * K + j) * hw_out + w0;
       for (int cb = 0; cb < NB; ++cb) {
-        const float* xp = xbuf + (cb * K + i) * row_len + w0 * s + j;
-        for (int64_t w = 0; w < TW; ++w) acc[cb][w] += xp[w * s] * kp[w];
+        const float* xp = rows.tap(xbuf + (cb * K + i) * rows.row_len, j) + w0;
+        for (int64_t w = 0; w < TW; ++w) acc[cb][w] += xp[w] * kp[w];
       }
     }
   }
-  for (int cb = 0; cb < NB; ++cb)
-    std::copy(acc[cb], acc[cb] + TW, out0 + cb * out_chan_stride + w0);
+  for (int cb = 0; cb < NB; ++cb) std::copy(acc[cb], acc[cb] + TW, out0 + cb * hw_out + w0);
 }
 
-template <int S>
-DCDC_INLINE void forward_f32_impl(const float* x, const float* k, float* out, const Geometry& g,
-                                  int64_t begin, int64_t end) {
+DCDC_MULTIVERSION void forward_f32(const float* x, const float* k, float* out, const Geometry& g,
+                                   int64_t begin, int64_t end) {
   const int64_t s = g.stride, K = g.kernel_size, p = g.pad, cpg = g.channels_per_group();
   const int64_t hw_out = g.out_h * g.out_w, hw_in = g.height * g.width;
-  const int64_t row_len = std::max((g.out_w - 1) * s + K, p + g.width);
-  std::vector<float> buf(CB * K * row_len);
+  const PhasedRows rows(g);
+  std::vector<float> buf(CB * K * rows.row_len);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups, b = bg / g.groups;
     const int64_t i_lo = std::max<int64_t>(0, p - h * s);
@@ -259,40 +285,30 @@ DCDC_INLINE void forward_f32_impl(const float* x, const float* k, float* out, co
       const int64_t nb = std::min<int64_t>(CB, (grp + 1) * cpg - c0);
       for (int64_t cb = 0; cb < nb; ++cb)
         for (int64_t i = i_lo; i < i_hi; ++i)
-          pad_row(buf.data() + (cb * K + i) * row_len,
-                  x + (b * g.channels + c0 + cb) * hw_in + (h * s + i - p) * g.width, g.width, p,
-                  row_len);
+          rows.fill(buf.data() + (cb * K + i) * rows.row_len,
+                    x + (b * g.channels + c0 + cb) * hw_in + (h * s + i - p) * g.width, g.width, p);
       float* out0 = out + ((b * g.channels + c0) * g.out_h + h) * g.out_w;
       for_each_tile(g.out_w, [&](int64_t w0) {
         if (nb == CB) {
-          forward_tile<CB, S>(buf.data(), k_row0, out0, w0, i_lo, i_hi, K, row_len, hw_out,
-                              hw_out, s);
+          forward_tile<CB>(buf.data(), rows, k_row0, out0, w0, i_lo, i_hi, K, hw_out);
         } else {
           for (int64_t cb = 0; cb < nb; ++cb)
-            forward_tile<1, S>(buf.data() + cb * K * row_len, k_row0, out0 + cb * hw_out, w0,
-                               i_lo, i_hi, K, row_len, hw_out, hw_out, s);
+            forward_tile<1>(buf.data() + cb * K * rows.row_len, rows, k_row0, out0 + cb * hw_out,
+                            w0, i_lo, i_hi, K, hw_out);
         }
       });
     }
   }
 }
 
-DCDC_MULTIVERSION void forward_f32(const float* x, const float* k, float* out, const Geometry& g,
-                                   int64_t begin, int64_t end) {
-  if (g.stride == 1) forward_f32_impl<1>(x, k, out, g, begin, end);
-  else if (g.stride == 2) forward_f32_impl<2>(x, k, out, g, begin, end);
-  else forward_f32_impl<0>(x, k, out, g, begin, end);
-}
-
 // dL/dH, one task per (b, g, h): gk[t][h][w] = sum_c go[c][h][w] * xpad[c][h*s + i][w*s + j].
-template <int S>
-DCDC_INLINE void backward_kernels_f32_impl(const float* go, const float* x, float* gk,
-                                           const Geometry& g, int64_t begin, int64_t end) {
-  const int64_t s = S > 0 ? S : g.stride, K = g.kernel_size, p = g.pad;
+DCDC_MULTIVERSION void backward_kernels_f32(const float* go, const float* x, float* gk,
+                                            const Geometry& g, int64_t begin, int64_t end) {
+  const int64_t s = g.stride, K = g.kernel_size, p = g.pad;
   const int64_t cpg = g.channels_per_group(), hw_out = g.out_h * g.out_w,
                 hw_in = g.height * g.width;
-  const int64_t row_len = std::max((g.out_w - 1) * s + K, p + g.width);
-  std::vector<float> buf(cpg * K * row_len);
+  const PhasedRows rows(g);
+  std::vector<float> buf(cpg * K * rows.row_len);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups, b = bg / g.groups;
     const int64_t i_lo = std::max<int64_t>(0, p - h * s);
@@ -300,9 +316,9 @@ DCDC_INLINE void backward_kernels_f32_impl(const float* go, const float* x, floa
     const int64_t c_first = grp * cpg;
     for (int64_t c = 0; c < cpg; ++c)
       for (int64_t i = i_lo; i < i_hi; ++i)
-        pad_row(buf.data() + (c * K + i) * row_len,
-                x + (b * g.channels + c_first + c) * hw_in + (h * s + i - p) * g.width, g.width,
-                p, row_len);
+        rows.fill(buf.data() + (c * K + i) * rows.row_len,
+                  x + (b * g.channels + c_first + c) * hw_in + (h * s + i - p) * g.width, g.width,
+                  p);
     const float* go0 = go + ((b * g.channels + c_first) * g.out_h + h) * g.out_w;
     for (int64_t i = 0; i < K; ++i) {
       for (int64_t j = 0; j < K; ++j) {
@@ -315,21 +331,14 @@ DCDC_INLINE void backward_kernels_f32_impl(const float* go, const float* x, floa
           float acc[TW] = {};
           for (int64_t c = 0; c < cpg; ++c) {
             const float* gop = go0 + c * hw_out + w0;
-            const float* xp = buf.data() + (c * K + i) * row_len + w0 * s + j;
-            for (int64_t w = 0; w < TW; ++w) acc[w] += gop[w] * xp[w * s];
+            const float* xp = rows.tap(buf.data() + (c * K + i) * rows.row_len, j) + w0;
+            for (int64_t w = 0; w < TW; ++w) acc[w] += gop[w] * xp[w];
           }
           std::copy(acc, acc + TW, gk_row + w0);
         });
       }
     }
   }
-}
-
-DCDC_MULTIVERSION void backward_kernels_f32(const float* go, const float* x, float* gk,
-                                            const Geometry& g, int64_t begin, int64_t end) {
-  if (g.stride == 1) backward_kernels_f32_impl<1>(go, x, gk, g, begin, end);
-  else if (g.stride == 2) backward_kernels_f32_impl<2>(go, x, gk, g, begin, end);
-  else backward_kernels_f32_impl<0>(go, x, gk, g, begin, end);
 }
 
 // dL/dX for stride 1 as a gather, one task per (b, g, y):
@@ -391,7 +400,7 @@ at::Tensor lsa_forward(const at::Tensor& x_in, const at::Tensor& kernels_in, int
     const float* xp = x.data_ptr<float>();
     const float* kp = kernels.data_ptr<float>();
     float* op = out.data_ptr<float>();
-    at::parallel_for(0, g.batch * g.groups * g.out_h, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.batch * g.groups * g.out_h, g.grain(), [&](int64_t begin, int64_t end) {
       forward_f32(xp, kp, op, g, begin, end);
     });
     return out;
@@ -420,7 +429,7 @@ std::vector<at::Tensor> lsa_backward(const at::Tensor& grad_out_in, const at::Te
       grad_x = at::empty_like(x);
       float* gxp = grad_x.data_ptr<float>();
       const float* kp = kernels.data_ptr<float>();
-      at::parallel_for(0, g.batch * g.groups * g.height, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, g.batch * g.groups * g.height, g.grain(), [&](int64_t begin, int64_t end) {
         backward_input_f32_s1(gop, kp, gxp, g, begin, end);
       });
       need_x = false;
@@ -429,7 +438,7 @@ std::vector<at::Tensor> lsa_backward(const at::Tensor& grad_out_in, const at::Te
       grad_k = at::empty_like(kernels);
       float* gkp = grad_k.data_ptr<float>();
       const float* xp = x.data_ptr<float>();
-      at::parallel_for(0, g.batch * g.groups * g.out_h, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, g.batch * g.groups * g.out_h, g.grain(), [&](int64_t begin, int64_t end) {
         backward_kernels_f32(gop, xp, gkp, g, begin, end);
       });
       need_kernels = false;

@@ -1,0 +1,127 @@
+"""Op-level benchmark of the LSA aggregation (paper Eq. 5): unfold reference vs ours.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.bench_aggregation            # CPU, both sizes
+    .venv/bin/python -m benchmarks.bench_aggregation --device cuda
+
+Sizes: the ResNet stage-2 operator (2x64x200x336, K=7) and the FPN P2 neck operator
+(2x256x200x320, K=7), 16 channels per group. Implementations, each in its own process:
+
+* ``unfold``: :func:`dcdc.layers.lsa_aggregate_unfold`, the official involution formulation;
+* ``shift``: :func:`dcdc.layers.lsa_aggregate` with ``DCDC_DISABLE_NATIVE=1`` (the pure-PyTorch
+  shift-and-accumulate path that CUDA and compiler-less installs use);
+* ``ours``: :func:`dcdc.layers.lsa_aggregate` as installed (the native kernel ``dcdc._C`` on CPU).
+
+Times are medians of ``--repeat`` calls after a warm-up; memory is the extra peak RSS of the
+call (see ``benchmarks/common.py``). Ratios are against ``unfold`` measured in the same run.
+When ``unfold`` does not fit in memory at batch 2 (the P2 size needs ~13 GB forward and ~20 GB
+forward+backward), it is rerun at batch 1 and its time and memory doubled (both are linear in
+the batch); the table marks such rows "batch 1 x2".
+"""
+import argparse
+import json
+
+import torch
+
+from benchmarks.common import format_table, machine_line, peak_rss_mb, rss_mb, run_case, time_call
+
+SIZES = {"stage2": (2, 64, 200, 336), "p2": (2, 256, 200, 320)}
+IMPLS = {"unfold": {}, "shift": {"DCDC_DISABLE_NATIVE": "1"}, "ours": {}}
+
+
+def _case(args):
+    """Runs inside the child process: time one implementation on one size and mode."""
+    from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold
+    from dcdc.layers.aggregation import native_available
+
+    device = torch.device(args["device"])
+    dtype = getattr(torch, args["dtype"])
+    batch, channels, height, width = args["shape"]
+    k = args["kernel_size"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, channels, height, width, generator=gen).to(device, dtype)
+    kernels = torch.randn(batch, channels // 16, k * k, height, width, generator=gen)
+    kernels = kernels.to(device, dtype)
+    fn = lsa_aggregate_unfold if args["impl"] == "unfold" else lsa_aggregate
+    backward = args["mode"] == "fwd+bwd"
+    if backward:
+        x.requires_grad_(True)
+        kernels.requires_grad_(True)
+        grad = torch.randn(batch, channels, height, width, generator=gen).to(device, dtype)
+
+    def step():
+        if backward:
+            x.grad = kernels.grad = None
+            fn(x, kernels, k).backward(grad)
+        else:
+            with torch.no_grad():
+                fn(x, kernels, k)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_mb()
+    seconds = time_call(step, args["repeat"], device)
+    if device.type == "cuda":
+        extra = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        extra = peak_rss_mb() - base
+    native = native_available() and device.type == "cpu" and args["impl"] != "unfold"
+    print(json.dumps({"seconds": seconds, "extra_mb": extra, "native": native}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"])
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls of the fast paths")
+    parser.add_argument("--ref-repeat", type=int, default=1, help="timed calls of unfold")
+    args = parser.parse_args()
+    if args.case:
+        return _case(json.loads(args.case))
+
+    device = torch.device(args.device)
+    print(f"LSA aggregation, K=7, 16 channels/group, {args.dtype}, {machine_line(device)}\n")
+    rows = []
+    for size in args.sizes:
+        for mode in args.modes:
+            results = {}
+            for impl, env in IMPLS.items():
+                case = {"impl": impl, "mode": mode, "shape": SIZES[size], "kernel_size": 7,
+                        "device": args.device, "dtype": args.dtype,
+                        "repeat": args.ref_repeat if impl == "unfold" else args.repeat}
+                results[impl] = run_case("benchmarks.bench_aggregation", case, env)
+                if impl == "unfold" and "error" in results[impl] and case["shape"][0] > 1:
+                    batch = case["shape"][0]
+                    case["shape"] = (1, *case["shape"][1:])
+                    r = run_case("benchmarks.bench_aggregation", case, env)
+                    if "error" not in r:
+                        r = {"seconds": r["seconds"] * batch, "extra_mb": r["extra_mb"] * batch,
+                             "native": False, "note": f" (batch 1 x{batch})"}
+                    results[impl] = r
+            ref = results["unfold"]
+            for impl, r in results.items():
+                shape = "x".join(map(str, SIZES[size]))
+                if "error" in r:
+                    rows.append([shape, mode, impl, "failed: " + r["error"][:60], "", "", ""])
+                    continue
+                name = impl + (" (native)" if r["native"] else "") + r.get("note", "")
+                speedup = ref["seconds"] / r["seconds"] if "seconds" in ref else float("nan")
+                mem_ratio = r["extra_mb"] / ref["extra_mb"] if ref.get("extra_mb") else float("nan")
+                rows.append([shape, mode, name, f"{r['seconds'] * 1e3:.0f}", f"{speedup:.1f}x",
+                             f"{r['extra_mb']:.0f}", f"{mem_ratio:.3f}"])
+            print(format_table(["input", "pass", "impl", "ms", "speed-up vs unfold",
+                                "extra peak MiB", "memory vs unfold"], rows[-3:]), flush=True)
+            print()
+    print(format_table(["input", "pass", "impl", "ms", "speed-up vs unfold", "extra peak MiB",
+                        "memory vs unfold"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Model-level benchmarks: what the fast LSA aggregation buys end to end.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.bench_models                 # both benchmarks, CPU
+    .venv/bin/python -m benchmarks.bench_models --only backbone --device cuda
+
+* ``backbone``: inference (eval, no grad) of the classification trunks
+  ``dcdc.modeling.build_classifier(50, operator=...)`` at 1x3x800x1216: ResNet-50 in the same
+  deep-stem layout (``operator="conv"``), DCDC-ResNet-50, RedNet-50, and DCDC-ResNet-50 on the
+  pure-PyTorch aggregation path (``DCDC_DISABLE_NATIVE=1``).
+* ``maskrcnn``: one Mask R-CNN FPN training iteration (forward, backward, SGD step) at batch 2,
+  512x512 images with 4 random instances each, ``configs/mask_rcnn_r50.yaml`` (detectron2's
+  R50) vs ``configs/mask_rcnn_dcdc_r50.yaml``, random init (``MODEL.WEIGHTS ""``).
+
+Each case runs in its own process (see ``benchmarks/common.py``): median time of ``--repeat``
+calls after a warm-up, and the extra peak memory of those calls. Ratios are against the first
+row of each table, measured in the same run.
+"""
+import argparse
+import json
+import os
+
+import torch
+
+from benchmarks.common import format_table, machine_line, peak_rss_mb, rss_mb, run_case, time_call
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKBONES = [  # (label, operator, env)
+    ("ResNet-50 (operator=conv)", "conv", {}),
+    ("DCDC-ResNet-50", "dcdc", {}),
+    ("DCDC-ResNet-50, PyTorch aggregation", "dcdc", {"DCDC_DISABLE_NATIVE": "1"}),
+    ("RedNet-50", "rednet", {}),
+]
+DETECTORS = [
+    ("Mask R-CNN R50-FPN", "configs/mask_rcnn_r50.yaml"),
+    ("Mask R-CNN DCDC-R50-FPN", "configs/mask_rcnn_dcdc_r50.yaml"),
+]
+
+
+def _measure(step, device, repeat):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_mb()
+    seconds = time_call(step, repeat, device)
+    if device.type == "cuda":
+        extra = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        extra = peak_rss_mb() - base
+    return {"seconds": seconds, "extra_mb": extra}
+
+
+def _backbone_case(args):
+    from dcdc.modeling.resnet import build_classifier
+
+    device = torch.device(args["device"])
+    torch.manual_seed(0)
+    model = build_classifier(50, operator=args["operator"], num_classes=None).to(device).eval()
+    x = torch.randn(1, 3, *args["size"], device=device)
+
+    def step():
+        with torch.no_grad():
+            model(x)
+
+    return _measure(step, device, args["repeat"])
+
+
+def _maskrcnn_case(args):
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.structures import BitMasks, Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    from dcdc import add_dcdc_config
+
+    cfg = get_cfg()
+    add_dcdc_config(cfg)
+    cfg.merge_from_file(os.path.join(ROOT, args["config"]))
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = args["device"]
+    device = torch.device(args["device"])
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                                momentum=0.9)
+    size = args["size"]
+    gen = torch.Generator().manual_seed(0)
+    batch = []
+    for _ in range(args["batch"]):
+        image = torch.randint(0, 256, (3, size, size), generator=gen).float()
+        xy = torch.rand(4, 2, generator=gen) * size * 0.6
+        wh = 32 + torch.rand(4, 2, generator=gen) * size * 0.3
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        masks = torch.zeros(4, size, size, dtype=torch.bool)
+        for m, (x0, y0, x1, y1) in zip(masks, boxes.round().long().tolist()):
+            m[y0:y1, x0:x1] = True
+        inst = Instances((size, size), gt_boxes=Boxes(boxes),
+                         gt_classes=torch.randint(0, 80, (4,), generator=gen),
+                         gt_masks=BitMasks(masks))
+        batch.append({"image": image, "instances": inst, "height": size, "width": size})
+
+    def step():
+        losses = model(batch)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    with EventStorage(0):  # detectron2's training-time logging, as in its trainers
+        return _measure(step, device, args["repeat"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--only", choices=["backbone", "maskrcnn"])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    if args.case:
+        case = json.loads(args.case)
+        fn = _backbone_case if case["kind"] == "backbone" else _maskrcnn_case
+        print(json.dumps(fn(case)))
+        return
+
+    device = torch.device(args.device)
+    print(f"{machine_line(device)}\n")
+    headers = ["model", "s", "time vs first row", "extra peak MiB", "memory vs first row"]
+    tables = []
+    if args.only in (None, "backbone"):
+        rows, ref = [], None
+        for label, operator, env in BACKBONES:
+            case = {"kind": "backbone", "operator": operator, "size": [800, 1216],
+                    "device": args.device, "repeat": args.repeat}
+            rows.append((label, run_case("benchmarks.bench_models", case, env)))
+        tables.append(("Backbone inference, batch 1, 800x1216, fp32", rows))
+    if args.only in (None, "maskrcnn"):
+        rows = []
+        for label, config in DETECTORS:
+            case = {"kind": "maskrcnn", "config": config, "size": 512, "batch": 2,
+                    "device": args.device, "repeat": args.repeat}
+            rows.append((label, run_case("benchmarks.bench_models", case)))
+        tables.append(("Mask R-CNN training iteration, batch 2, 512x512, fp32", rows))
+    for title, rows in tables:
+        ref = rows[0][1]
+        out = []
+        for label, r in rows:
+            if "error" in r:
+                out.append([label, "failed: " + r["error"][:70], "", "", ""])
+                continue
+            out.append([label, f"{r['seconds']:.2f}", f"{r['seconds'] / ref['seconds']:.2f}x",
+                        f"{r['extra_mb']:.0f}", f"{r['extra_mb'] / ref['extra_mb']:.2f}x"])
+        print(f"{title}\n\n{format_table(headers, out)}\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()

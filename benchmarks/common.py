@@ -1,0 +1,86 @@
+"""Shared helpers for the benchmarks: one subprocess per case, peak memory from ru_maxrss.
+
+Why a subprocess per case: the peak resident set size (``ru_maxrss``) is a process-wide
+high-water mark that never goes down, so each case runs in a fresh interpreter. A case reports
+*extra* peak memory: ``ru_maxrss`` at the end minus the resident size measured just before the
+first timed call (inputs, model and imported libraries already resident). This counts every
+temporary the operation allocates (PyTorch's CPU allocator returns large blocks to the OS, so
+nothing is hidden in a cache) and is the number that decides whether a run fits in memory.
+On CUDA the same role is played by ``torch.cuda.max_memory_allocated`` after
+``reset_peak_memory_stats``.
+"""
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+__all__ = ["rss_mb", "peak_rss_mb", "time_call", "run_case", "machine_line", "format_table"]
+
+
+def rss_mb():
+    """Current resident set size of this process, in MiB (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_call(fn, repeat, device):
+    """Run ``fn`` ``repeat`` times after one warm-up call; return the median seconds."""
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def run_case(module, args, env=None):
+    """Run ``python -m <module> --case <json>`` in a fresh process; return its JSON result line."""
+    cmd = [sys.executable, "-m", module, "--case", json.dumps(args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        if proc.returncode in (-9, 137):
+            return {"error": "killed (out of memory?)"}
+        errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error" in ln]
+        return {"error": (errors or proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(lines[-1])
+
+
+def machine_line(device):
+    """One line naming the machine and its load, printed above every table."""
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, " \
+                f"{torch.get_num_threads()} torch threads"
+    try:
+        load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        load = "load unknown"
+    return f"{where}; torch {torch.__version__}; {load}"
+
+
+def format_table(headers, rows):
+    """A GitHub-markdown table."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), sep] + [line(r) for r in rows])
