@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
@@ -27,6 +28,16 @@ def _load_tool(name):
 
 
 analyze_model = _load_tool("analyze_model")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny inputs: one intra-op thread. On this shared 2-core machine extra OpenMP threads
+    oversubscribe the cores and make the DCDC layers ~20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def yaml_cfg(name, *opts):

@@ -4,6 +4,7 @@ from .backbone import (
     build_dcdc_resnet_backbone,
     build_dcdc_resnet_fpn_backbone,
     build_fpn,
+    group_norm,
     build_retinanet_dcdc_resnet_fpn_backbone,
 )
 

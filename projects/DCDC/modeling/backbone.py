@@ -10,6 +10,10 @@ The FPN is detectron2's, or :class:`DCDCFPN` when ``MODEL.DCDC.NECK`` is "dcdc" 
 Select one with e.g. ``MODEL.BACKBONE.NAME "build_dcdc_resnet_fpn_backbone"`` after
 ``dcdc.add_dcdc_config(cfg)``.
 """
+import math
+
+from torch import nn
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, ResNet
@@ -24,7 +28,18 @@ __all__ = [
     "build_dcdc_resnet_fpn_backbone",
     "build_retinanet_dcdc_resnet_fpn_backbone",
     "build_fpn",
+    "group_norm",
 ]
+
+
+def group_norm(channels):
+    """detectron2's "GN" (``GroupNorm(32, C)``) for any C: gcd(32, C) groups where 32 does not
+    divide C, as in the operators' kernel generators (C/4 = 8 channels in the stem)."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+def _norm(norm):
+    return group_norm if norm == "GN" else norm
 
 
 def _check_cfg(cfg):
@@ -63,7 +78,7 @@ def build_dcdc_resnet_backbone(cfg, input_shape: ShapeSpec):
     ``MODEL.RESNETS.STRIDE_IN_1X1`` is ignored: the stride is always in the operator (RedNet).
     """
     _check_cfg(cfg)
-    norm = cfg.MODEL.RESNETS.NORM
+    norm = _norm(cfg.MODEL.RESNETS.NORM)
     operator = cfg.MODEL.DCDC.OPERATOR
     operator_kwargs = operator_kwargs_from_cfg(cfg)
     stem = DCDCStem(input_shape.channels, cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, norm=norm,
@@ -92,7 +107,7 @@ def build_fpn(cfg, bottom_up, top_block):
     if NECKS.get(neck) is None:
         return FPN(**kwargs)
     return DCDCFPN(**kwargs, neck_operator=neck, kernel_size=cfg.MODEL.DCDC.NECK_KERNEL_SIZE,
-                   operator_norm=cfg.MODEL.DCDC.NECK_OPERATOR_NORM,
+                   operator_norm=_norm(cfg.MODEL.DCDC.NECK_OPERATOR_NORM),
                    operator_kwargs=operator_kwargs_from_cfg(cfg))
 
 
