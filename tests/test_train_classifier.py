@@ -137,6 +137,10 @@ def test_train_few_iterations_then_resume(tmp_path):
     changed = [k for k, v in resumed["state_dict"].items()
                if v.is_floating_point() and not torch.equal(v, last["state_dict"][k])]
     assert changed, "the resumed epoch trained the weights"
+    # The tensors-only export (converter input) holds the final weights.
+    final = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=True)
+    for key, value in resumed["state_dict"].items():
+        assert torch.equal(final["state_dict"][key], value), key
     # Evaluating the saved weights reproduces the metric logged when they were saved.
     again = tc.main(_args(data, out, "--eval-only", "--resume", os.path.join(out, "last.pth.tar")))
     assert again["top1"] == pytest.approx(metrics["top1"]) and again["samples"] == 12
