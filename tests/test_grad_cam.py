@@ -15,7 +15,8 @@ timm = pytest.importorskip("timm")
 import dcdc.modeling.timm_models  # noqa: E402,F401  (registers rednet26 etc.)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("grad_cam", os.path.join(ROOT, "tools", "grad_cam.py"))
+spec = importlib.util.spec_from_file_location("grad_cam",
+                                              os.path.join(ROOT, "tools", "grad_cam.py"))
 gc = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gc)
 

@@ -54,7 +54,8 @@ def test_every_parameter_learns_no_nans():
         out = model(torch.randn(2, 3, 33, 35))
         assert out.shape == (2, 3) and torch.isfinite(out).all()
         out.logsumexp(1).sum().backward()
-        missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+        missing = [n for n, p in model.named_parameters()
+                   if p.grad is None or not p.grad.abs().sum()]
         assert not missing, f"{name}: no gradient for {missing[:5]}"
 
 

@@ -3,6 +3,7 @@ import csv
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -41,10 +42,14 @@ def _write_coco(root):
                    {"id": 2, "file_name": "b.png", "height": 80, "width": 80}],
         "categories": [{"id": 3, "name": "square"}, {"id": 7, "name": "circle"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [20, 10, 30, 30], "area": 900, "iscrowd": 0},
-            {"id": 2, "image_id": 2, "category_id": 7, "bbox": [60, 30, 20, 20], "area": 314, "iscrowd": 0},
-            {"id": 3, "image_id": 2, "category_id": 7, "bbox": [0, 0, 30, 30], "area": 900, "iscrowd": 1},
-            {"id": 4, "image_id": 1, "category_id": 3, "bbox": [0, 70, 40, 4], "area": 160, "iscrowd": 0},
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [20, 10, 30, 30],
+             "area": 900, "iscrowd": 0},
+            {"id": 2, "image_id": 2, "category_id": 7, "bbox": [60, 30, 20, 20],
+             "area": 314, "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 7, "bbox": [0, 0, 30, 30],
+             "area": 900, "iscrowd": 1},
+            {"id": 4, "image_id": 1, "category_id": 3, "bbox": [0, 70, 40, 4],
+             "area": 160, "iscrowd": 0},
         ],
     }
     with open(os.path.join(root, "instances.json"), "w") as f:
@@ -70,7 +75,8 @@ def test_cut_coco_objects(tmp_path):
 def test_cut_the_generated_shapes_files(tmp_path):
     shapes = pytest.importorskip("dcdc.data.shapes")
     root = str(tmp_path / "shapes")
-    shapes.generate_shapes_split(root, shapes.ShapesSplit("train", num_images=4, image_size=64, seed=3))
+    spec = shapes.ShapesSplit("train", num_images=4, image_size=64, seed=3)
+    shapes.generate_shapes_split(root, spec)
     with open(os.path.join(root, "annotations", "instances_train.json")) as f:
         anns = json.load(f)["annotations"]
     kept = [a for a in anns if min(a["bbox"][2:]) >= 8 and a["area"] >= 64]
@@ -126,7 +132,8 @@ def test_train_few_iterations_then_resume(tmp_path):
     tc.main(_args(data, out, "--epochs", "1"))
     last = torch.load(os.path.join(out, "last.pth.tar"), map_location="cpu", weights_only=False)
     assert last["epoch"] == 0 and last["arch"] == "rednet26"
-    assert set(last["state_dict"]) == set(tc.timm.create_model("rednet26", num_classes=2).state_dict())
+    expected = tc.timm.create_model("rednet26", num_classes=2).state_dict()
+    assert set(last["state_dict"]) == set(expected)
     assert last["optimizer"]["state"], "SGD momentum buffers are saved"
 
     metrics = tc.main(_args(data, out, "--epochs", "2", "--resume", "auto"))
@@ -158,7 +165,15 @@ def test_torchrun_two_processes(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            TOOL, *_args(data, out, "--epochs", "1", "--iters-per-epoch", "1")]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stdout
+    # Own process group, so that a hang kills torchrun's workers too, not only torchrun.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail("torchrun timed out:\n" + stdout[-3000:] + stderr[-3000:])
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "2 process(es)" in stdout
     assert os.path.isfile(os.path.join(out, "last.pth.tar"))

@@ -32,8 +32,9 @@ def test_pretrained_classifier_converts_and_detector_trains(tmp_path):
 
     # 1. Pretrain a DCDC-ResNet-26 for two iterations.
     data, cls_out = _image_folder(str(tmp_path / "data")), str(tmp_path / "cls")
-    tc.main(["--data-dir", data, "--output", cls_out, "--model", "dcdc_resnet26", "--img-size",
-             "32", "--batch-size", "4", "--workers", "0", "--epochs", "1", "--iters-per-epoch", "2"])
+    tc.main(["--data-dir", data, "--output", cls_out, "--model", "dcdc_resnet26",
+             "--img-size", "32", "--batch-size", "4", "--workers", "0", "--epochs", "1",
+             "--iters-per-epoch", "2"])
     final = os.path.join(cls_out, "model_final.pth")
     classifier = torch.load(final, map_location="cpu", weights_only=True)["state_dict"]
 
@@ -54,7 +55,8 @@ def test_pretrained_classifier_converts_and_detector_trains(tmp_path):
         "MODEL.RESNETS.STEM_OUT_CHANNELS", "64", "MODEL.RESNETS.RES2_OUT_CHANNELS", "256",
         "MODEL.RESNETS.WIDTH_PER_GROUP", "64", "MODEL.RESNETS.NORM", "FrozenBN",
         "MODEL.BACKBONE.FREEZE_AT", "2", "INPUT.FORMAT", "RGB",
-        "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]", "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]",
+        "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]",
+        "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]",
         "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()",
         "OUTPUT_DIR", str(tmp_path / "det"),
     ])

@@ -41,7 +41,8 @@ class LoadedModel:
 
     def __init__(self, name, module, input_size, crop_pct, interpolation, mean, std, classes,
                  target_layer, checkpoint):
-        self.name, self.module, self.classes, self.target_layer = name, module, classes, target_layer
+        self.name, self.module, self.classes = name, module, classes
+        self.target_layer = target_layer
         self.input_size, self.crop_pct, self.interpolation = input_size, crop_pct, interpolation
         self.mean, self.std, self.checkpoint = mean, std, checkpoint
 
@@ -156,8 +157,9 @@ def compute_cams(model, image_paths):
         targets.append(model.classes.index(label) if label in model.classes else int(p.argmax()))
     with GradCAM(model=model.module, target_layers=[model.target_layer]) as cam:
         maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(t) for t in targets])
-    return [dict(image=rgb[i].permute(1, 2, 0).numpy(), cam=maps[i], target=model.classes[targets[i]],
-                 pred=model.classes[int(probs[i].argmax())], prob=float(probs[i].max()))
+    return [dict(image=rgb[i].permute(1, 2, 0).numpy(), cam=maps[i],
+                 target=model.classes[targets[i]], pred=model.classes[int(probs[i].argmax())],
+                 prob=float(probs[i].max()))
             for i in range(len(image_paths))]
 
 
@@ -177,7 +179,8 @@ def draw(models, image_paths, results, output, cell=160):
         axes[r][0].imshow(cv2.resize(first["image"], (cell, cell), interpolation=cv2.INTER_NEAREST))
         axes[r][0].set_title(f"{os.path.basename(path)}\nCAM of: {first['target']}", fontsize=8)
         for c, (model, res) in enumerate(zip(models, results), start=1):
-            overlay = show_cam_on_image(res[r]["image"].astype(np.float32), res[r]["cam"], use_rgb=True)
+            overlay = show_cam_on_image(res[r]["image"].astype(np.float32), res[r]["cam"],
+                                        use_rgb=True)
             axes[r][c].imshow(cv2.resize(overlay, (cell, cell), interpolation=cv2.INTER_LINEAR))
             axes[r][c].set_title(f"{model.title}\npred {res[r]['pred']} ({res[r]['prob']:.2f})",
                                  fontsize=8)

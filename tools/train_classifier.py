@@ -16,8 +16,8 @@ dcdc`` registers ``dcdc_resnet*``, ``lsa_resnet*``, ``rednet*``), data from ``cr
 Without ``--data-dir`` it trains on a built-in dataset: crops of the objects of the shapes data
 (``dcdc.data.shapes``, 4 classes: circle, triangle, square, star), cut into an ImageFolder under
 ``$DETECTRON2_DATASETS/shapes_cls``; the shapes COCO files are generated first if missing. That
-run uses a small "shapes" recipe (64 px, batch 32, two epochs, gradient clipping; see ``RECIPES``) so it finishes on a
-CPU in minutes. Examples::
+run uses a small "shapes" recipe (64 px, batch 32, two epochs, gradient clipping; see
+``RECIPES``) so that it finishes on a CPU in minutes. Examples::
 
     python tools/train_classifier.py                        # built-in data, CPU is fine
     torchrun --nproc_per_node=8 tools/train_classifier.py --data-dir /data/imagenet \\
@@ -93,7 +93,6 @@ def cut_coco_objects(instances_json, image_root, out_dir, size=64, context=1.25,
     objects) are skipped. Returns ``{category name: number of crops}``.
     """
     import cv2
-    import numpy as np
 
     with open(instances_json) as f:
         coco = json.load(f)
@@ -140,7 +139,8 @@ def ensure_shapes_imagefolder(out_root=None, size=SHAPES_CLS_SIZE):
     out_root = out_root or os.path.join(datasets_root(), "shapes_cls")
     shapes_root = ensure_shapes()
     stamp_path = os.path.join(out_root, ".complete.json")
-    params = {"version": SHAPES_CLS_VERSION, "size": size, "shapes_root": os.path.abspath(shapes_root),
+    params = {"version": SHAPES_CLS_VERSION, "size": size,
+              "shapes_root": os.path.abspath(shapes_root),
               "splits": {k: v.params() for k, v in SHAPES_SPLITS.items()}}
     if os.path.isfile(stamp_path):
         with open(stamp_path) as f:
@@ -167,21 +167,25 @@ def get_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", default=None,
-                   help="ImageFolder root holding the train/val splits; default: built-in shapes crops")
+                   help="ImageFolder root holding the train/val splits; default: the built-in "
+                   "shapes crops")
     g.add_argument("--train-split", default="train")
     g.add_argument("--val-split", default="val")
     g.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                   help="defaults for the unset options; 'shapes' without --data-dir, else 'imagenet'")
+                   help="defaults for the unset options; 'shapes' without --data-dir, "
+                   "else 'imagenet'")
     g.add_argument("--img-size", type=int, default=None, help="train/eval resolution")
     g.add_argument("--crop-pct", type=float, default=None, help="eval centre-crop fraction")
-    g.add_argument("--scale", type=float, nargs=2, default=None, help="RandomResizedCrop area range")
+    g.add_argument("--scale", type=float, nargs=2, default=None,
+                   help="RandomResizedCrop area range")
     g.add_argument("--hflip", type=float, default=0.5)
     g.add_argument("--vflip", type=float, default=None)
     g.add_argument("--color-jitter", type=float, default=0.0)
     g.add_argument("--aa", default=None, help="timm auto-augment policy, e.g. rand-m9-mstd0.5")
     g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
     g.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
-    g.add_argument("--workers", type=int, default=None, help="data loader processes per GPU/process")
+    g.add_argument("--workers", type=int, default=None,
+                   help="data loader processes per GPU/process")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="dcdc_resnet26", help="any timm model name")
@@ -213,7 +217,8 @@ def get_parser():
 
     g = p.add_argument_group("run")
     g.add_argument("--output", default=None, help="default: output/classifier/<model>_<data>")
-    g.add_argument("--resume", default="", help="checkpoint to continue from, or 'auto' (last.pth.tar)")
+    g.add_argument("--resume", default="",
+                   help="checkpoint to continue from, or 'auto' (last.pth.tar)")
     g.add_argument("--eval-only", action="store_true", help="evaluate --resume and exit")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g.add_argument("--seed", type=int, default=0)
@@ -233,7 +238,8 @@ def resolve_args(args):
     if args.lr is None:
         args.lr = args.lr_base * args.batch_size / args.lr_base_size
     if args.output is None:
-        data = "shapes" if args.data_dir is None else os.path.basename(os.path.normpath(args.data_dir))
+        data = ("shapes" if args.data_dir is None
+                else os.path.basename(os.path.normpath(args.data_dir)))
         args.output = os.path.join("output", "classifier", f"{args.model}_{data}")
     if args.resume == "auto":
         last = os.path.join(args.output, "last.pth.tar")
@@ -285,7 +291,7 @@ def evaluate(model, loader, device, topk=(1, 5), autocast=nullcontext, distribut
 def train_one_epoch(epoch, model, loader, optimizer, loss_fn, args, device, lr_scheduler,
                     loss_scaler=None, model_ema=None, mixup_fn=None):
     model.train()
-    num_iters = len(loader) if args.iters_per_epoch is None else min(len(loader), args.iters_per_epoch)
+    num_iters = min(len(loader), args.iters_per_epoch or len(loader))
     losses, iter_time = AverageMeter(), AverageMeter()
     num_updates = epoch * num_iters
     end = start = time.time()
@@ -314,7 +320,9 @@ def train_one_epoch(epoch, model, loader, optimizer, loss_fn, args, device, lr_s
             model_ema.update(model, step=num_updates)
         lr_scheduler.step_update(num_updates=num_updates)
 
-        reduced = reduce_tensor(loss.detach(), args.world_size) if args.distributed else loss.detach()
+        reduced = loss.detach()
+        if args.distributed:
+            reduced = reduce_tensor(reduced, args.world_size)
         losses.update(reduced.item(), images.shape[0])
         iter_time.update(time.time() - end)
         end = time.time()
@@ -358,7 +366,8 @@ def main(argv=None):
         root = os.path.join(args.data_dir, split)
         if not os.path.isdir(root):
             raise SystemExit(f"{root} not found: --data-dir must hold ImageFolder splits "
-                             f"'{args.train_split}/' and '{args.val_split}/' (class folders inside).")
+                             f"'{args.train_split}/' and '{args.val_split}/' (class folders "
+                             "inside).")
         splits[split] = create_dataset("", root=root)
     train_set, val_set = splits[args.train_split], splits[args.val_split]
     classes = train_set.reader.class_to_idx
@@ -388,30 +397,34 @@ def main(argv=None):
         if args.resume:
             load_checkpoint(model_ema.module, args.resume, use_ema=True)
     if args.distributed:
-        model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        model = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None)
 
     per_process_batch = args.batch_size // args.world_size
-    loader_kwargs = dict(input_size=data_config["input_size"], interpolation=data_config["interpolation"],
-                         mean=data_config["mean"], std=data_config["std"], num_workers=args.workers,
+    loader_kwargs = dict(input_size=data_config["input_size"],
+                         interpolation=data_config["interpolation"], mean=data_config["mean"],
+                         std=data_config["std"], num_workers=args.workers,
                          distributed=args.distributed, device=device, use_prefetcher=False,
                          pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     val_loader = create_loader(val_set, batch_size=per_process_batch * 2, is_training=False,
                                crop_pct=data_config["crop_pct"], **loader_kwargs)
     autocast = lambda: _autocast(args, device)  # noqa: E731
     if args.eval_only:
-        metrics = evaluate(model, val_loader, device, autocast=autocast, distributed=args.distributed)
+        metrics = evaluate(model, val_loader, device, autocast=autocast,
+                           distributed=args.distributed)
         logger.info(f"eval {args.resume}: {metrics}")
         return metrics
 
     train_loader = create_loader(train_set, batch_size=per_process_batch, is_training=True,
                                  scale=args.scale, hflip=args.hflip, vflip=args.vflip,
-                                 color_jitter=args.color_jitter, auto_augment=args.aa, **loader_kwargs)
+                                 color_jitter=args.color_jitter, auto_augment=args.aa,
+                                 **loader_kwargs)
     updates_per_epoch = len(train_loader) if args.iters_per_epoch is None else min(
         len(train_loader), args.iters_per_epoch)
-    lr_scheduler, _ = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=args.epochs,
-                                          warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
-                                          min_lr=args.min_lr, step_on_epochs=False,
-                                          updates_per_epoch=updates_per_epoch)
+    lr_scheduler, _ = create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        warmup_lr=args.warmup_lr, min_lr=args.min_lr, step_on_epochs=False,
+        updates_per_epoch=updates_per_epoch)
     lr_scheduler.step_update(start_epoch * updates_per_epoch)
 
     mixup_fn = None
@@ -430,12 +443,14 @@ def main(argv=None):
                                 amp_scaler=loss_scaler, checkpoint_dir=args.output,
                                 recovery_dir=args.output, decreasing=False,
                                 max_history=args.keep_checkpoints)
-        if args.resume and os.path.abspath(os.path.dirname(args.resume)) == os.path.abspath(args.output):
+        same_dir = os.path.abspath(os.path.dirname(args.resume)) == os.path.abspath(args.output)
+        if args.resume and same_dir:
             saver.load_state_dict_from_checkpoint(args.resume)  # keeps the best-checkpoint record
         with open(os.path.join(args.output, "classes.json"), "w") as f:
             json.dump(classes, f, indent=1)
-        logger.info(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, "
-                    f"{args.num_classes} classes, {len(train_set)} train / {len(val_set)} val images, "
+        num_params = sum(p.numel() for p in model.parameters()) / 1e6
+        logger.info(f"{args.model}: {num_params:.2f} M params, {args.num_classes} classes, "
+                    f"{len(train_set)} train / {len(val_set)} val images, "
                     f"{args.world_size} process(es) on {device}, batch {args.batch_size}, "
                     f"lr {args.lr:g}, {args.epochs} epochs from epoch {start_epoch + 1}")
         logger.info("args: " + json.dumps(vars(args), default=str, sort_keys=True))
@@ -444,9 +459,10 @@ def main(argv=None):
     for epoch in range(start_epoch, args.epochs):
         if args.distributed and hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
-        train_metrics = train_one_epoch(epoch, model, train_loader, optimizer, loss_fn, args, device,
-                                        lr_scheduler, loss_scaler, model_ema, mixup_fn)
-        metrics = evaluate(model, val_loader, device, autocast=autocast, distributed=args.distributed)
+        train_metrics = train_one_epoch(epoch, model, train_loader, optimizer, loss_fn, args,
+                                        device, lr_scheduler, loss_scaler, model_ema, mixup_fn)
+        metrics = evaluate(model, val_loader, device, autocast=autocast,
+                           distributed=args.distributed)
         if model_ema is not None:
             ema_metrics = evaluate(model_ema.module, val_loader, device, autocast=autocast,
                                    distributed=args.distributed)
@@ -456,7 +472,8 @@ def main(argv=None):
                         f"train loss {train_metrics['loss']:.4f}  val loss {metrics['loss']:.4f}  "
                         f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%"
                         + (f"  (EMA top-1 {metrics['ema_top1']:.2f}%)" if model_ema else ""))
-            update_summary(epoch + 1, train_metrics, metrics, os.path.join(args.output, "summary.csv"),
+            update_summary(epoch + 1, train_metrics, metrics,
+                           os.path.join(args.output, "summary.csv"),
                            lr=optimizer.param_groups[0]["lr"])
             # timm convention: the checkpoint stores the 0-based epoch just finished (version 2).
             best, best_epoch = saver.save_checkpoint(epoch, metric=metrics["top1"])

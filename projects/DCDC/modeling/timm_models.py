@@ -127,7 +127,8 @@ class DCDCResNet(nn.Module):
         Same contract as timm's ``ResNet.forward_intermediates`` (used by ``FeatureGetterNet``).
         """
         if output_fmt != "NCHW":
-            raise ValueError(f"DCDCResNet only outputs NCHW features, got output_fmt={output_fmt!r}.")
+            raise ValueError(
+                f"DCDCResNet only outputs NCHW features, got output_fmt={output_fmt!r}.")
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         intermediates = []
         x = self.stem(x)
@@ -145,8 +146,8 @@ class DCDCResNet(nn.Module):
             return intermediates
         return x, intermediates
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> List[int]:
         """Drop the stages after the last index kept, and the head (timm contract)."""
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         for name in _STAGES[max_index:]:
