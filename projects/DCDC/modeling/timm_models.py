@@ -52,12 +52,16 @@ class DCDCResNet(nn.Module):
         global_pool: timm pool type ("avg", "max", "avgmax", ...; "" keeps the feature map).
         drop_rate: dropout before the classifier.
         norm: any detectron2 ``get_norm`` name ("BN", "SyncBN", "GN", ...).
+        zero_init_last: start every residual branch at zero (the scale of the last norm of each
+            bottleneck), as timm's ResNet and mmcls' ``zero_init_residual`` (the RedNet/paper
+            protocol) do. Without it a fresh DCDC-ResNet-26's gradient norm is 50-300 on small
+            inputs and SGD at the paper's lr does not learn; only initial values change.
         **operator_kwargs: forwarded to the operator (``dw_kernel_size``, ``gsi_kernel_size``,
             ``gsi_scale``, ``global_branch``, ...).
     """
 
     def __init__(self, depth=50, operator="dcdc", num_classes=1000, in_chans=3, global_pool="avg",
-                 drop_rate=0.0, norm="BN", **operator_kwargs):
+                 drop_rate=0.0, norm="BN", zero_init_last=True, **operator_kwargs):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}.")
@@ -76,6 +80,10 @@ class DCDCResNet(nn.Module):
                                           reduction=4 * 2 ** _STAGES.index(name), module=name))
         self.num_features = self.head_hidden_size = self.feature_info[-1]["num_chs"]
         self.global_pool, self.linear = self._make_head(num_classes, global_pool)
+        if zero_init_last:
+            for stage in self._stages():
+                for block in stage:
+                    nn.init.zeros_(block.conv3.norm.weight)
 
     def _make_head(self, num_classes, global_pool):
         pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
