@@ -112,7 +112,7 @@ def plot_curves(records, path):
     for key in loss_keys:
         its = [r["iteration"] for r in train if key in r]
         ax_loss.plot(its, [r[key] for r in train if key in r], label=key,
-                     lw=2 if key == "total_loss" else 1)
+                     lw=2 if key == "total_loss" else 1, marker="." if len(its) < 5 else None)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("iteration")
     ax_loss.set_title("training losses (detectron2 metrics.json)")
@@ -129,7 +129,7 @@ def plot_curves(records, path):
             ax_eval.axhline(target, ls=":", color="gray", lw=0.8)
     ax_eval.set_xlabel("iteration")
     ax_eval.set_ylim(0, 100)
-    ax_eval.set_title("validation (COCOEvaluator / COCOPanopticEvaluator / SemSegEvaluator)")
+    ax_eval.set_title("validation metrics (detectron2 evaluators)")
     ax_eval.legend(fontsize=7)
     ax_eval.grid(alpha=0.3)
     fig.tight_layout()
