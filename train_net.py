@@ -24,24 +24,32 @@ import difflib
 import inspect
 import logging
 import os
+import weakref
 
 from omegaconf import DictConfig, OmegaConf
 
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
     SimpleTrainer,
+    TrainerBase,
     default_argument_parser,
     default_setup,
     default_writers,
     hooks,
     launch,
 )
-from detectron2.engine.defaults import create_ddp_model
+from detectron2.utils.logger import setup_logger
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
@@ -55,6 +63,14 @@ from detectron2.utils.registry import locate
 
 import dcdc  # noqa: F401  registers the DCDC backbones and the built-in "shapes" datasets
 from dcdc import add_dcdc_config
+from dcdc.engine import (
+    DCDCCheckpointer,
+    ResumableTrainingSampler,
+    SkipUnreadableImages,
+    check_norms_for_device,
+    create_ddp_model,
+    drop_degenerate_annotations,
+)
 
 logger = logging.getLogger("dcdc")
 
@@ -214,12 +230,97 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
 
+def build_resumable_train_loader(cfg):
+    """detectron2's train loader with a :class:`ResumableTrainingSampler` (returned too, or None
+    for other samplers), degenerate annotations dropped with a warning, and a mapper that names
+    unreadable images."""
+    mapper = SkipUnreadableImages(DatasetMapper(cfg, True),
+                                  skip=cfg.DATALOADER.SKIP_UNREADABLE_IMAGES)
+    dataset = drop_degenerate_annotations(get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN,
+        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+        if cfg.MODEL.KEYPOINT_ON else 0,
+        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+    ))
+    seed = cfg.SEED if cfg.SEED >= 0 else None
+    sampler = None  # detectron2 builds the other samplers, which restart their stream on resume
+    if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+        sampler = ResumableTrainingSampler(len(dataset), seed=seed)
+    # seed: the DataLoader draws its base seed from its own generator, not from the global RNG
+    # that the checkpoint restores (a draw there would shift every later random choice).
+    loader = build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler,
+                                          seed=seed)
+    return loader, sampler
+
+
 class Trainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with the evaluators of :func:`build_evaluator`."""
+    """detectron2's DefaultTrainer, built in the same order, made to survive kills and bad input.
+
+    * Checkpoints are written atomically and carry the RNG states; ``--resume`` continues the
+      training sampler's stream where the checkpoint left it, so with a fixed ``SEED`` and
+      ``DATALOADER.NUM_WORKERS 0`` a resumed run ends with the weights of an uninterrupted one
+      (with workers, only the augmentations' randomness differs).
+    * DDP also runs on CPU (gloo), and SyncBN on CPU is refused with a clear message.
+    * A checkpoint with other tensor shapes than the model (outside the class predictors) is
+      refused, listing the keys; unreadable images are named (see
+      ``DATALOADER.SKIP_UNREADABLE_IMAGES``); evaluation of the :func:`build_evaluator` kind.
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        check_norms_for_device(model, cfg.MODEL.DEVICE)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader, self.train_sampler = build_resumable_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DCDCCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume)
+        if self.train_sampler is not None:
+            self.train_sampler.skip(self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
+
+    def train(self):
+        try:
+            return super().train()
+        except FloatingPointError as e:
+            raise FloatingPointError(stopped_on_nan_message(e, self.checkpointer)) from None
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_resumable_train_loader(cfg)[0]
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        mapper = SkipUnreadableImages(DatasetMapper(cfg, False), skip=False)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
+
+
+def stopped_on_nan_message(error, checkpointer):
+    """detectron2's non-finite-loss error, plus where the last good weights are and what to try."""
+    last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
+    kept = f"The last good checkpoint is '{last}'." if last else "No checkpoint was written yet."
+    return (
+        f"{error}\nTraining stopped before the optimizer applied this step. {kept} Lower "
+        "SOLVER.BASE_LR, lengthen SOLVER.WARMUP_ITERS or enable SOLVER.CLIP_GRADIENTS, then "
+        "restart with --resume to continue from that checkpoint."
+    )
 
 
 def setup(args):
@@ -243,7 +344,8 @@ def main_yaml(args):
     default_setup(cfg, args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        check_norms_for_device(model, cfg.MODEL.DEVICE)
+        DCDCCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)
@@ -271,6 +373,7 @@ def do_train(args, cfg):
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
     model.to(cfg.train.device)
+    check_norms_for_device(model, cfg.train.device)
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
@@ -278,7 +381,7 @@ def do_train(args, cfg):
 
     model = create_ddp_model(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = DCDCCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
@@ -289,9 +392,12 @@ def do_train(args, cfg):
                              period=cfg.train.log_period)
         if comm.is_main_process() else None,
     ])
+    resuming = args.resume and checkpointer.has_checkpoint()
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
-    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
-    trainer.train(start_iter, cfg.train.max_iter)
+    try:
+        trainer.train(trainer.iter + 1 if resuming else 0, cfg.train.max_iter)
+    except FloatingPointError as e:
+        raise FloatingPointError(stopped_on_nan_message(e, checkpointer)) from None
 
 
 def _dataset_names(cfg, key):
@@ -316,7 +422,7 @@ def main_lazy(args):
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model)
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        DCDCCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     do_train(args, cfg)
 

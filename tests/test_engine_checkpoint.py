@@ -11,14 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from detectron2.checkpoint import DetectionCheckpointer
-
-from dcdc.engine import ResumableTrainingSampler, make_resilient
+from dcdc.engine import DCDCCheckpointer, ResumableTrainingSampler
 
 
 def test_failed_save_keeps_previous_checkpoint(tmp_path):
     model = nn.Linear(3, 2)
-    ckpt = make_resilient(DetectionCheckpointer(model, save_dir=str(tmp_path)))
+    ckpt = DCDCCheckpointer(model, save_dir=str(tmp_path))
     ckpt.save("model_0000001")
     good = (tmp_path / "model_0000001.pth").read_bytes()
 
@@ -38,9 +36,8 @@ def test_sigkill_during_saves_never_leaves_a_truncated_checkpoint(tmp_path):
     script = textwrap.dedent(f"""
         import torch
         from torch import nn
-        from detectron2.checkpoint import DetectionCheckpointer
-        from dcdc.engine import make_resilient
-        ckpt = make_resilient(DetectionCheckpointer(nn.Linear(3200, 3200), save_dir={str(tmp_path)!r}))
+        from dcdc.engine import DCDCCheckpointer
+        ckpt = DCDCCheckpointer(nn.Linear(3200, 3200), save_dir={str(tmp_path)!r})
         i = 0
         while True:
             ckpt.save(f"model_{{i % 2}}")
@@ -61,7 +58,7 @@ def test_sigkill_during_saves_never_leaves_a_truncated_checkpoint(tmp_path):
 
 
 def test_rng_state_round_trip(tmp_path):
-    ckpt = make_resilient(DetectionCheckpointer(nn.Linear(2, 2), save_dir=str(tmp_path)))
+    ckpt = DCDCCheckpointer(nn.Linear(2, 2), save_dir=str(tmp_path))
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
     ckpt.save("model_final")
     expected = (torch.rand(3), np.random.rand(3), random.random())

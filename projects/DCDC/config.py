@@ -12,7 +12,8 @@ __all__ = ["add_dcdc_config", "operator_kwargs_from_cfg"]
 
 
 def add_dcdc_config(cfg):
-    """Add the ``MODEL.DCDC`` keys to a detectron2 config (in place)."""
+    """Add the ``MODEL.DCDC`` keys (and ``DATALOADER.SKIP_UNREADABLE_IMAGES``) to a detectron2
+    config, in place."""
     _C = cfg
     _C.MODEL.DCDC = CN()
     # The spatial operator that replaces the 3x3 conv of every bottleneck and of the stem:
@@ -44,6 +45,11 @@ def add_dcdc_config(cfg):
     # learns, not FrozenBN). MODEL.FPN.NORM, if set, is applied after each neck operator, as
     # detectron2's FPN applies it after each output conv.
     _C.MODEL.DCDC.NECK_OPERATOR_NORM = "BN"
+
+    # Training images that cannot be read (truncated, not an image, missing): True logs the
+    # file name and trains on another image; False stops with an error naming the file.
+    # Evaluation always stops, since skipping images would bias the metrics.
+    _C.DATALOADER.SKIP_UNREADABLE_IMAGES = True
 
 
 def operator_kwargs_from_cfg(cfg):

@@ -6,8 +6,8 @@
   the previous checkpoint and pointer intact, never a truncated file or a pointer to one.
 * :class:`RNGState` stores the python / numpy / torch random generators in the checkpoint, so a
   resumed run draws the same proposals, augmentations and dropout as an uninterrupted one.
-* :func:`make_resilient` applies both to an existing (Detection)Checkpointer in place, which also
-  covers the ``PeriodicCheckpointer`` hook that already holds it.
+* :class:`DCDCCheckpointer` is detectron2's ``DetectionCheckpointer`` with both, which also
+  refuses a checkpoint whose tensors do not fit the model (see :func:`check_state_fits`).
 """
 import os
 import random
@@ -15,7 +15,11 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["AtomicPathManager", "RNGState", "make_resilient"]
+from detectron2.checkpoint import DetectionCheckpointer
+
+from .guards import check_state_fits
+
+__all__ = ["AtomicPathManager", "RNGState", "DCDCCheckpointer"]
 
 
 class _AtomicFile:
@@ -90,9 +94,24 @@ class RNGState:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def make_resilient(checkpointer):
-    """Make ``checkpointer`` write atomically and carry the RNG states; returns it."""
-    if not isinstance(checkpointer.path_manager, AtomicPathManager):
-        checkpointer.path_manager = AtomicPathManager(checkpointer.path_manager)
-    checkpointer.checkpointables.setdefault("rng", RNGState())
-    return checkpointer
+class DCDCCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` that writes atomically, stores the RNG states with the model,
+    optimizer and trainer states, and refuses weights of another architecture.
+
+    Checkpoints stay readable by detectron2's own ``DetectionCheckpointer`` (the extra ``rng``
+    entry is ignored there).
+    """
+
+    def __init__(self, model, save_dir="", *, save_to_disk=None, **checkpointables):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.path_manager = AtomicPathManager(self.path_manager)
+        self.checkpointables.setdefault("rng", RNGState())
+
+    def load(self, path, *args, **kwargs):
+        self._loading_path = path  # for the message of check_state_fits
+        return super().load(path, *args, **kwargs)
+
+    def _load_model(self, checkpoint):
+        if not checkpoint.get("matching_heuristics", False):  # names are only aligned later
+            check_state_fits(self.model, checkpoint["model"], f"Checkpoint '{self._loading_path}'")
+        return super()._load_model(checkpoint)
