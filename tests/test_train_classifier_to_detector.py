@@ -72,7 +72,7 @@ def test_pretrained_classifier_converts_and_detector_trains(tmp_path):
     # Paper setting: stem and res2 frozen (FrozenBN, no gradients), the rest fine-tuned.
     frozen = trainer.model.backbone.bottom_up.res2[0].conv1.weight
     before = frozen.detach().clone()
-    tuned = trainer.model.backbone.bottom_up.res4[0].conv1.weight
+    tuned = trainer.model.backbone.bottom_up.res4[0].shortcut.weight
     tuned_before = tuned.detach().clone()
     trainer.train()
     losses = trainer.storage.history("total_loss").values()
