@@ -6,7 +6,9 @@ upstream detectron2's Python package from the PyPI distribution ``sal-detectron2
 That wheel is tagged ``cp310`` and ships a compiled ``detectron2/_C`` built for CUDA 12 and an
 older torch, which cannot load next to torch 2.14. We therefore install only its pure-Python
 part: drop ``detectron2/_C*.so`` and the top-level ``tools`` package (it would shadow other
-``tools`` modules), retag the wheel ``py3-none-any``, and ``pip install`` it.
+``tools`` modules), retag the wheel ``py3-none-any``, and ``pip install`` it. detectron2's
+command-line tools (``lazyconfig_train_net.py``, ``analyze_model.py``, ...) are kept as plain
+scripts in ``<venv>/share/detectron2/tools`` (:data:`TOOLS_DIR`).
 
 Without ``_C``, COCOEvaluator falls back to pycocotools' COCOeval (exact, slower), and rotated
 boxes / deformable convs are unavailable; DCDC uses neither.
@@ -28,6 +30,7 @@ import zipfile
 DISTRIBUTION = "sal-detectron2==0.7.2"
 # detectron2's own metadata omits these two; setuptools<81 keeps pkg_resources for model_zoo.
 EXTRA_REQUIREMENTS = ["fvcore>=0.1.5,<0.1.6", "iopath>=0.1.7,<0.1.10", "setuptools<81"]
+TOOLS_DIR = os.path.join(sys.prefix, "share", "detectron2", "tools")
 CHECK = (
     "import detectron2, detectron2.model_zoo, detectron2.evaluation, detectron2.modeling;"
     "from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, SemSegEvaluator;"
@@ -44,6 +47,16 @@ def detectron2_works():
 def _record_line(name, data):
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     return [name, f"sha256={digest}", str(len(data))]
+
+
+def extract_tools(src_wheel, tools_dir):
+    """Write the wheel's ``tools/*.py`` scripts (detectron2's command-line tools) to ``tools_dir``."""
+    os.makedirs(tools_dir, exist_ok=True)
+    with zipfile.ZipFile(src_wheel) as z:
+        for name in z.namelist():
+            if name.startswith("tools/") and name.endswith(".py") and name != "tools/__init__.py":
+                with open(os.path.join(tools_dir, os.path.basename(name)), "wb") as f:
+                    f.write(z.read(name))
 
 
 def make_pure_python_wheel(src_wheel, out_dir):
@@ -103,6 +116,7 @@ def main():
             "--dest", tmp, DISTRIBUTION)
         (src,) = [os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".whl")]
         wheel = make_pure_python_wheel(src, tmp)
+        extract_tools(src, TOOLS_DIR)
         print(f"[install_detectron2] installing {os.path.basename(wheel)} (pure Python, no _C)")
         pip("install", wheel, *EXTRA_REQUIREMENTS)
     found = detectron2_works()
@@ -111,7 +125,7 @@ def main():
             "[install_detectron2] detectron2 was installed but does not import; run\n"
             f"  {sys.executable} -c '{CHECK}'\nto see the error."
         )
-    print(f"[install_detectron2] detectron2 ready: {found}")
+    print(f"[install_detectron2] detectron2 ready: {found}; its tools are in {TOOLS_DIR}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,14 @@ def _pointwise(conv, x):
     return y
 
 
+def _generator_norm(norm, channels):
+    """detectron2's ``get_norm``, except that "GN" uses gcd(32, C) groups: the kernel generators
+    are narrow (C/4 = 8 channels in the stem), where ``GroupNorm(32, C)`` cannot be built."""
+    if norm == "GN":
+        return nn.GroupNorm(math.gcd(32, channels), channels)
+    return get_norm(norm, channels)
+
+
 def _check_input(module, x):
     if x.dim() != 4 or x.shape[1] != module.channels:
         raise ValueError(
@@ -108,7 +116,7 @@ class LSA(nn.Module):
         self.pool = _downsample(stride)
         self.dw_in = depthwise(channels)                                  # Eq. 7, sigma_dw
         self.reduce = Conv2d(channels, hidden, 1, bias=False,             # Eq. 7, sigma_pw
-                             norm=get_norm(norm, hidden), activation=nn.ReLU(inplace=True))
+                             norm=_generator_norm(norm, hidden), activation=nn.ReLU(inplace=True))
         self.dw_hidden = depthwise(hidden)                                # Eq. 7, sigma_dw
         self.span = Conv2d(hidden, kernel_size * kernel_size * self.groups, 1)  # Eq. 7, sigma_pw
 
@@ -153,7 +161,7 @@ class GSI(nn.Module):
         self.kernel_size = gsi_kernel_size
         self.width = m = gsi_channels(channels, gsi_scale)
         self.reduce = Conv2d(channels, m, 1, bias=False,                      # Eq. 10, inner sigma_pw
-                             norm=get_norm(norm, m), activation=nn.ReLU(inplace=True))
+                             norm=_generator_norm(norm, m), activation=nn.ReLU(inplace=True))
         if dynamic:
             self.pool = _downsample(stride)
             self.kernel_gen = nn.Conv2d(m, m * m * gsi_kernel_size ** 2, 1)  # Eq. 10, outer sigma_pw
