@@ -4,18 +4,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dcdc-installed
 
-.PHONY: install test demo params clean-venv
+.PHONY: install test demo params bench clean-venv
 
 install: $(STAMP)
 
 # Idempotent: re-runs only when the venv is missing or these files change.
-$(STAMP): setup.py Makefile tools/install_detectron2.py
+$(STAMP): setup.py Makefile tools/install_detectron2.py projects/DCDC/layers/csrc/lsa_aggregate.cpp
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=23" wheel
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
 	$(PY) tools/install_detectron2.py
 	$(PY) -m pip install "numpy<2" "setuptools<81" pycocotools opencv-python-headless \
-		panopticapi-lite pytest hypothesis
+		panopticapi-lite pytest hypothesis \
+		timm==1.0.31 grad-cam==1.5.7
 	$(PY) -m pip install --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -24,6 +25,10 @@ test: install
 
 params: install
 	$(PY) tools/param_table.py
+
+bench: install
+	$(PY) -m benchmarks.bench_aggregation
+	$(PY) -m benchmarks.bench_models
 
 demo: install
 	# shapes data -> train_net.py (Panoptic FPN, DCDC-R26, CPU) -> evaluators -> pictures in output/quickstart

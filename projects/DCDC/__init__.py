@@ -1,5 +1,11 @@
 """DCDC for Detectron2: the Dual Complementary Dynamic Convolution operator and DCDC-ResNets."""
+import importlib.util as _importlib_util
+
 from . import data, layers, modeling  # noqa: F401
 from .config import add_dcdc_config  # noqa: F401
+
+if _importlib_util.find_spec("timm") is not None:
+    # registers dcdc_resnet*, lsa_resnet*, rednet* with timm's model registry
+    from .modeling import timm_models  # noqa: F401
 
 __version__ = "0.1.0"
