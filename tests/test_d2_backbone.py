@@ -1,8 +1,6 @@
 """DCDC backbones and necks under detectron2's contracts: FREEZE_AT, norms, OUT_FEATURES, depths,
 neck structure, clear config errors, checkpoint round trips, the weight converter and the FLOP
 handles of tools/analyze_model.py."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,28 +16,11 @@ from dcdc import add_dcdc_config
 from dcdc.layers import GSI, DCDCConv2d
 from dcdc.modeling import DEPTHS, NeckOperator, build_classifier
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, load_script
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-analyze_model = _load_tool("analyze_model")
-converter = _load_tool("convert_classifier_to_d2")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny inputs: one intra-op thread. On this shared 2-core machine extra OpenMP threads
-    oversubscribe the cores and make the DCDC layers ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+analyze_model = load_script("tools/analyze_model.py")
+converter = load_script("tools/convert_classifier_to_d2.py")
 
 
 def cfg_for(name="faster_rcnn_dcdc_r26_dcdc_neck", *opts):

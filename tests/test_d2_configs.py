@@ -1,8 +1,6 @@
 """Every paper-row config: the YAML merges, the LazyConfig loads, both build the same model (same
 parameter names and count), detectron2's LazyConfig tools can save and reload it, and the
 parameter counts are the paper's (Tables V-VII, within 2%)."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +10,8 @@ from detectron2.modeling import build_model
 
 from dcdc import add_dcdc_config
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, load_script
+
 CONFIGS = REPO / "configs"
 # Our leaf configs: every paper row (the quickstart / shapes configs are tested with the data).
 NAMES = sorted(p.stem for p in CONFIGS.glob("*.yaml")
@@ -20,24 +19,7 @@ NAMES = sorted(p.stem for p in CONFIGS.glob("*.yaml")
                and "shapes" not in p.stem)
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-analyze_model = _load_tool("analyze_model")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny inputs: one intra-op thread. On this shared 2-core machine extra OpenMP threads
-    oversubscribe the cores and make the DCDC layers ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+analyze_model = load_script("tools/analyze_model.py")
 
 
 def yaml_cfg(name, *opts):

@@ -19,16 +19,6 @@ NAMES = sorted(p.stem for p in CONFIGS.glob("*.yaml")
 SIZES = ((96, 128), (128, 96))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny inputs: one intra-op thread. On this shared 2-core machine extra OpenMP threads
-    oversubscribe the cores and make the DCDC layers ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_inputs(panoptic=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     inputs = []

@@ -1,8 +1,6 @@
 """train_net.py fails early and clearly: missing COCO, missing weights, config-key typos; and picks
 the evaluators from the dataset."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +15,9 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("train_net", REPO / "train_net.py")
-train_net = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_net)
+from helpers import REPO, load_script
+
+train_net = load_script("train_net.py")
 
 
 def args_for(*argv):

@@ -1,6 +1,5 @@
 """tools/grad_cam.py: the map points at the evidence, checkpoints load, the PNG is written."""
 import argparse
-import importlib.util
 import json
 import os
 
@@ -13,12 +12,9 @@ from torch import nn
 pytest.importorskip("pytorch_grad_cam")
 timm = pytest.importorskip("timm")
 import dcdc.modeling.timm_models  # noqa: E402,F401  (registers rednet26 etc.)
+from helpers import load_script  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("grad_cam",
-                                              os.path.join(ROOT, "tools", "grad_cam.py"))
-gc = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gc)
+gc = load_script("tools/grad_cam.py")
 
 
 class RedDetector(nn.Module):

@@ -1,24 +1,15 @@
 """tools/install_detectron2.py turns the cp310 sal-detectron2 wheel into a pure-Python one."""
 import csv
-import importlib.util
 import io
 import zipfile
 from pathlib import Path
 
-import pytest
+from helpers import load_script
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "install_detectron2.py"
-
-
-@pytest.fixture(scope="module")
-def installer():
-    spec = importlib.util.spec_from_file_location("install_detectron2", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+installer = load_script("tools/install_detectron2.py")
 
 
-def test_pure_python_wheel(installer, tmp_path):
+def test_pure_python_wheel(tmp_path):
     src = tmp_path / "sal_detectron2-0.7.2-cp310-none-any.whl"
     info = "sal_detectron2-0.7.2.dist-info"
     with zipfile.ZipFile(src, "w") as z:

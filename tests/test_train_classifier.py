@@ -1,6 +1,5 @@
 """tools/train_classifier.py: the built-in data cutter, top-k evaluation, train + resume, DDP."""
 import csv
-import importlib.util
 import json
 import os
 import signal
@@ -13,19 +12,13 @@ import pytest
 import torch
 
 pytest.importorskip("timm")
+from helpers import load_script  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "train_classifier.py")
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("train_classifier", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tc = _load_tool()
+tc = load_script("tools/train_classifier.py")
 
 
 def _write_coco(root):

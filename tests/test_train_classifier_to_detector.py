@@ -1,6 +1,5 @@
 """Pretrain -> convert -> fine-tune: a classifier checkpoint of tools/train_classifier.py becomes
 the backbone of a detectron2 detector (tools/convert_classifier_to_d2.py), which then trains."""
-import importlib.util
 import math
 import os
 
@@ -9,25 +8,19 @@ import pytest
 import torch
 
 pytest.importorskip("timm")
+from helpers import load_script  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes_instant.yaml")
-
-
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_pretrained_classifier_converts_and_detector_trains(tmp_path):
     for needed in ("tools/convert_classifier_to_d2.py", "train_net.py", INSTANT):
         if not os.path.isfile(os.path.join(REPO, needed)):
             pytest.fail(f"{needed} is missing")
-    tc = _load("tools/train_classifier.py", "train_classifier")
-    converter = _load("tools/convert_classifier_to_d2.py", "convert_classifier_to_d2")
-    train_net = _load("train_net.py", "dcdc_train_net")
+    tc = load_script("tools/train_classifier.py")
+    converter = load_script("tools/convert_classifier_to_d2.py")
+    train_net = load_script("train_net.py")
     from test_train_classifier import _image_folder
 
     # 1. Pretrain a DCDC-ResNet-26 for two iterations.
