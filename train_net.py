@@ -260,11 +260,12 @@ class Trainer(DefaultTrainer):
     * Checkpoints are written atomically and carry the RNG states; ``--resume`` continues the
       training sampler's stream where the checkpoint left it, so with a fixed ``SEED`` and
       ``DATALOADER.NUM_WORKERS 0`` a resumed run ends with the weights of an uninterrupted one
-      (with workers, only the augmentations' randomness differs).
+      (with workers, the augmentations' randomness differs; with aspect-ratio grouping over
+      mixed aspect ratios, the few images waiting in a group's buffer at the kill are skipped).
     * DDP also runs on CPU (gloo), and SyncBN on CPU is refused with a clear message.
     * A checkpoint with other tensor shapes than the model (outside the class predictors) is
       refused, listing the keys; unreadable images are named (see
-      ``DATALOADER.SKIP_UNREADABLE_IMAGES``); evaluation of the :func:`build_evaluator` kind.
+      ``DATALOADER.SKIP_UNREADABLE_IMAGES``); evaluators come from :func:`build_evaluator`.
     """
 
     def __init__(self, cfg):
