@@ -24,7 +24,7 @@ import json
 
 import torch
 
-from benchmarks.common import format_table, machine_line, peak_rss_mb, rss_mb, run_case, time_call
+from benchmarks.common import format_table, machine_line, measure, run_case
 
 SIZES = {"stage2": (2, 64, 200, 336), "p2": (2, 256, 200, 320)}
 IMPLS = {"unfold": {}, "shift": {"DCDC_DISABLE_NATIVE": "1"}, "ours": {}}
@@ -58,19 +58,9 @@ def _case(args):
             with torch.no_grad():
                 fn(x, kernels, k)
 
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = rss_mb()
-    seconds = time_call(step, args["repeat"], device)
-    if device.type == "cuda":
-        extra = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        extra = peak_rss_mb() - base
-    native = native_available() and device.type == "cpu" and args["impl"] != "unfold"
-    print(json.dumps({"seconds": seconds, "extra_mb": extra, "native": native}))
+    result = measure(step, device, args["repeat"])
+    result["native"] = native_available() and device.type == "cpu" and args["impl"] != "unfold"
+    print(json.dumps(result))
 
 
 def main():

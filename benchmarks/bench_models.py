@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from benchmarks.common import format_table, machine_line, peak_rss_mb, rss_mb, run_case, time_call
+from benchmarks.common import format_table, machine_line, measure, run_case
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKBONES = [  # (label, operator, env)
@@ -40,21 +40,6 @@ DETECTORS = [
 ]
 
 
-def _measure(step, device, repeat):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = rss_mb()
-    seconds = time_call(step, repeat, device)
-    if device.type == "cuda":
-        extra = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        extra = peak_rss_mb() - base
-    return {"seconds": seconds, "extra_mb": extra}
-
-
 def _backbone_case(args):
     from dcdc.modeling.resnet import build_classifier
 
@@ -67,7 +52,7 @@ def _backbone_case(args):
         with torch.no_grad():
             model(x)
 
-    return _measure(step, device, args["repeat"])
+    return measure(step, device, args["repeat"])
 
 
 def _maskrcnn_case(args):
@@ -111,7 +96,7 @@ def _maskrcnn_case(args):
         optimizer.step()
 
     with EventStorage(0):  # detectron2's training-time logging, as in its trainers
-        return _measure(step, device, args["repeat"])
+        return measure(step, device, args["repeat"])
 
 
 def _interleaved(cases, rounds):

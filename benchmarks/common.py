@@ -84,3 +84,20 @@ def format_table(headers, rows):
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep] + [line(r) for r in rows])
+
+
+def measure(step, device, repeat):
+    """Median seconds of ``repeat`` calls of ``step`` and the extra peak memory (MiB) they need:
+    CUDA's peak allocation, or on CPU the peak RSS above the RSS before the first call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_mb()
+    seconds = time_call(step, repeat, device)
+    if device.type == "cuda":
+        extra = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        extra = peak_rss_mb() - base
+    return {"seconds": seconds, "extra_mb": extra}
