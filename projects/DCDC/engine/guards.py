@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 # Parameters whose shape depends on the number of classes: fine-tuning on a new dataset
 # legitimately skips them (detectron2 then initializes them fresh), so they only warn.
 PREDICTOR_KEYS = re.compile(
-    r"(^|\.)(box_predictor|predictor|cls_score|bbox_pred|cls_subnet\.\d+|cls_logits)\b"
+    r"(^|\.)(box_predictor|predictor|cls_score|bbox_pred|cls_logits)\b"
 )
 
 
