@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dcdc.layers import aggregation
-from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold
+from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
 
 NATIVE = aggregation.native_available()
 needs_native = pytest.mark.skipif(not NATIVE, reason="dcdc._C not built (no compiler at install)")
@@ -117,6 +117,89 @@ def test_mixed_dtypes_promote(path):
     x, kernels, _, k, stride = _inputs((1, 16, 5, 18, 1, 3, 1), torch.float32)
     out = lsa_aggregate(x.to(torch.bfloat16), kernels, k, stride)
     assert out.dtype == torch.float32
+
+
+# (B, C, H, W, G, R, K, stride) for lsa_generate_aggregate: outputs >= 16 wide run the fused
+# native kernel (taps in register tiles of 7 plus a remainder for K = 3, 5), narrower ones the
+# unfused path.
+FUSED_SHAPES = [
+    (2, 32, 9, 37, 2, 8, 7, 1),
+    (1, 48, 13, 35, 3, 12, 7, 2),
+    (1, 16, 5, 50, 1, 5, 5, 3),
+    (1, 32, 7, 16, 2, 3, 3, 1),
+    (2, 16, 6, 9, 1, 4, 3, 1),
+]
+
+
+def _fused_inputs(shape, seed=0):
+    batch, channels, height, width, groups, reduced, k, stride = shape
+    gen = torch.Generator().manual_seed(seed + sum(shape))
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    return (torch.randn(batch, channels, height, width, generator=gen),
+            torch.randn(batch, reduced, out_h, out_w, generator=gen),
+            torch.randn(groups * k * k, reduced, generator=gen) / reduced ** 0.5,
+            torch.randn(groups * k * k, generator=gen),
+            torch.randn(batch, channels, out_h, out_w, generator=gen), k, stride)
+
+
+def _generate_then_unfold(x, hidden, weight, bias, k, stride):
+    """Independent float64 reference: an explicit 1x1 conv, then the unfold aggregation."""
+    kernels = torch.einsum("or,brhw->bohw", weight, hidden)
+    if bias is not None:
+        kernels = kernels + bias.view(1, -1, 1, 1)
+    kernels = kernels.view(x.shape[0], -1, k * k, *kernels.shape[2:])
+    return lsa_aggregate_unfold(x, kernels, k, stride)
+
+
+def _fused_value_and_grads(fn, inputs, grad, k, stride):
+    inputs = [t.detach().requires_grad_(True) if t is not None else None for t in inputs]
+    out = fn(*inputs, k, stride)
+    out.backward(grad)
+    return [out.detach()] + [t.grad for t in inputs if t is not None]
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=str)
+def test_generate_aggregate_matches_float64_reference(shape, with_bias, path):
+    x, hidden, weight, bias, grad, k, stride = _fused_inputs(shape)
+    bias = bias if with_bias else None
+    inputs = [x, hidden, weight, bias]
+    expected = _fused_value_and_grads(
+        _generate_then_unfold, [t.double() if t is not None else None for t in inputs],
+        grad.double(), k, stride)
+    actual = _fused_value_and_grads(lsa_generate_aggregate, inputs, grad, k, stride)
+    assert len(actual) == len(expected) == (5 if with_bias else 4)
+    for a, e in zip(actual, expected):
+        assert a.shape == e.shape and a.dtype == torch.float32
+        _assert_close_scaled(a, e, 2e-5)
+
+
+def test_generate_aggregate_gradcheck():
+    """float64 takes the unfused path; this checks the composition the fused path must equal."""
+    x, hidden, weight, bias, _, k, stride = _fused_inputs((1, 4, 4, 6, 2, 3, 3, 2), seed=4)
+    inputs = [t.double().requires_grad_(True) for t in (x, hidden, weight, bias)]
+    assert torch.autograd.gradcheck(
+        lambda *a: lsa_generate_aggregate(*a, k, stride), inputs)
+
+
+@needs_native
+def test_generate_aggregate_threads_agree():
+    """The fused kernel's tasks own disjoint output rows: any thread count, the same bits."""
+    x, hidden, weight, bias, _, k, stride = _fused_inputs((2, 64, 23, 40, 4, 16, 7, 1), seed=5)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        results.append(lsa_generate_aggregate(x, hidden, weight, bias, k, stride))
+    assert torch.equal(*results)
+
+
+@pytest.mark.parametrize("weight_shape,match", [((49, 7), "do not make LSA kernels"),
+                                                ((50, 8), "do not make LSA kernels"),
+                                                ((49 * 3, 8), "G dividing")])
+def test_generate_aggregate_bad_shapes(weight_shape, match):
+    x, hidden = torch.randn(1, 32, 8, 20), torch.randn(1, 8, 8, 20)
+    with pytest.raises(ValueError, match=match):
+        lsa_generate_aggregate(x, hidden, torch.randn(weight_shape), None, 7)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

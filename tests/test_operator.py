@@ -44,13 +44,14 @@ def test_gsi_is_eq8_to_10_per_sample():
     assert gsi.width == 8  # round(1.0 * sqrt(64))
 
 
-def test_rednet_variant_is_involution():
+@pytest.mark.parametrize("width", [9, 37])  # output 5 wide: unfused path; 19 wide: fused on CPU
+def test_rednet_variant_is_involution(width):
     """operator="rednet" computes RedNet's involution (official unfold formulation)."""
     torch.manual_seed(0)
     op = build_operator("rednet", 32, kernel_size=7, stride=2).eval()
     lsa = op.lsa
     assert lsa.dw_in is None and lsa.dw_hidden is None and op.gsi is None
-    x = torch.randn(2, 32, 11, 9)
+    x = torch.randn(2, 32, 11, width)
     weight = lsa.span(lsa.reduce(F.avg_pool2d(x, 2, 2, ceil_mode=True)))
     b, _, h, w = weight.shape
     weight = weight.view(b, 2, 49, h, w).unsqueeze(2)

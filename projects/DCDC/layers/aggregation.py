@@ -14,6 +14,11 @@ forward or backward (a custom autograd function with two implementations of the 
   copy of the input. Device-agnostic.
 
 Both accept float64/32/16 and bfloat16; the native kernel accumulates fp16/bf16 in float32.
+
+:func:`lsa_generate_aggregate` also takes the generator's last 1x1 conv into the aggregation:
+on CPU float32 the native kernel computes each row's kernels in cache, so the
+B x G*K^2 x H' x W' kernel tensor (3x the input for K=7, G=C/16) is never written to memory,
+and backward recomputes it instead of keeping it alive from forward to backward.
 """
 import logging
 import os
@@ -21,7 +26,10 @@ import os
 import torch
 import torch.nn.functional as F
 
-__all__ = ["lsa_aggregate", "lsa_aggregate_unfold", "check_aggregate_inputs", "native_available"]
+__all__ = [
+    "lsa_aggregate", "lsa_generate_aggregate", "lsa_aggregate_unfold", "check_aggregate_inputs",
+    "native_available",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +164,83 @@ def lsa_aggregate(x, kernels, kernel_size, stride=1):
     dtype = torch.promote_types(x.dtype, kernels.dtype)
     x, kernels = x.to(dtype), kernels.to(dtype)
     return _LSAAggregate.apply(x, kernels, kernel_size, stride)
+
+
+def _generate_kernels(hidden, weight, bias, groups):
+    """The generator's last 1x1 conv: (B, R, H', W') -> (B, G, K*K, H', W') kernels."""
+    batch, reduced, out_h, out_w = hidden.shape
+    flat = hidden.reshape(batch, reduced, out_h * out_w)
+    w = weight.expand(batch, *weight.shape)
+    out = torch.bmm(w, flat) if bias is None else torch.baddbmm(bias.view(1, -1, 1), w, flat)
+    return out.view(batch, groups, -1, out_h, out_w)
+
+
+class _LSAGenerateAggregate(torch.autograd.Function):
+    """Eq. 5 with kernels = weight @ hidden + bias generated row by row inside the native kernel.
+
+    Forward never writes the kernels to memory; backward regenerates them once (one GEMM) and
+    reuses the native aggregation backward, then the 1x1 conv's gradients are two GEMMs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, hidden, weight, bias, kernel_size, stride):
+        ctx.save_for_backward(x, hidden, weight, bias)
+        ctx.geometry = (kernel_size, stride)
+        return _native.lsa_fused_forward(x, hidden, weight, bias, kernel_size, stride)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, hidden, weight, bias = ctx.saved_tensors
+        kernel_size, stride = ctx.geometry
+        need_x, need_hidden, need_weight, need_bias = ctx.needs_input_grad[:4]
+        groups = weight.shape[0] // (kernel_size * kernel_size)
+        kernels = _generate_kernels(hidden, weight, bias, groups)
+        grad_x, grad_kernels = _native.lsa_backward(
+            grad_out.contiguous(), x, kernels, kernel_size, stride, need_x,
+            need_hidden or need_weight or need_bias)
+        grad_hidden = grad_weight = grad_bias = None
+        if grad_kernels is not None:
+            batch, reduced = hidden.shape[:2]
+            grad_kernels = grad_kernels.view(batch, weight.shape[0], -1)
+            if need_hidden:
+                grad_hidden = torch.bmm(weight.t().expand(batch, -1, -1), grad_kernels)
+                grad_hidden = grad_hidden.view(hidden.shape)
+            if need_weight:
+                flat = hidden.reshape(batch, reduced, -1)
+                grad_weight = torch.bmm(grad_kernels, flat.transpose(1, 2)).sum(0)
+            if need_bias:
+                grad_bias = grad_kernels.sum((0, 2))
+        return grad_x, grad_hidden, grad_weight, grad_bias, None, None
+
+
+def lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride=1):
+    """``lsa_aggregate(x, kernels)`` with ``kernels`` the output of a 1x1 conv of ``hidden``.
+
+    Args:
+        x: (B, C, H, W) input.
+        hidden: (B, R, H', W') features of the kernel generator before its last 1x1 conv.
+        weight: (G*K*K, R) weight of that conv (a 1x1 conv weight viewed as a matrix), rows
+            ordered (group, kh, kw); ``bias``: (G*K*K,) or None.
+
+    Same result as ``lsa_aggregate(x, conv1x1(hidden).view(B, G, K*K, H', W'), K, stride)``.
+    CPU float32 tensors with the native kernel run fused (see the module docstring);
+    everything else, and JIT tracing (so FLOP counters see the conv), runs exactly that.
+    """
+    taps = kernel_size * kernel_size if isinstance(kernel_size, int) else 0
+    if (hidden.dim() != 4 or weight.dim() != 2 or weight.shape[1] != hidden.shape[1]
+            or not taps or weight.shape[0] % taps != 0):
+        raise ValueError(
+            f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)} do not make LSA "
+            f"kernels: need hidden (B, R, H', W') and weight (G*K*K, R) with K={kernel_size!r}."
+        )
+    kernel_shape = (hidden.shape[0], weight.shape[0] // taps, taps, *hidden.shape[2:])
+    check_aggregate_inputs(x, hidden.new_empty(()).expand(kernel_shape), kernel_size, stride)
+    if (_use_native(x) and x.dtype == hidden.dtype == weight.dtype == torch.float32
+            and (bias is None or bias.dtype == torch.float32) and not torch.jit.is_tracing()
+            and kernel_shape[-1] >= 16 and x.shape[0] > 0):
+        return _LSAGenerateAggregate.apply(x, hidden, weight, bias, kernel_size, stride)
+    kernels = F.conv2d(hidden, weight[:, :, None, None], bias)
+    return lsa_aggregate(x, kernels.view(kernel_shape), kernel_size, stride)
 
 
 def lsa_aggregate_unfold(x, kernels, kernel_size, stride=1):

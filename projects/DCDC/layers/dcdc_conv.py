@@ -19,7 +19,7 @@ from torch import nn
 
 from detectron2.layers import Conv2d, get_norm
 
-from .aggregation import lsa_aggregate
+from .aggregation import lsa_generate_aggregate
 
 __all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "OPERATORS", "gsi_channels"]
 
@@ -49,10 +49,12 @@ def _pointwise(conv, x):
             or tuple(conv.stride) != (1, 1) or tuple(conv.padding) != (0, 0)):
         return conv(x)
     batch, channels, height, width = x.shape
-    weight = conv.weight.view(conv.weight.shape[0], channels)
-    y = torch.matmul(weight.to(x.dtype), x.view(batch, channels, height * width))
-    if conv.bias is not None:
-        y = y + conv.bias.to(y.dtype).view(1, -1, 1)
+    weight = conv.weight.view(1, conv.weight.shape[0], channels).to(x.dtype).expand(batch, -1, -1)
+    flat = x.view(batch, channels, height * width)
+    if conv.bias is None:  # bmm, not matmul: matmul may return a transposed, non-contiguous y
+        y = torch.bmm(weight, flat)
+    else:
+        y = torch.baddbmm(conv.bias.to(x.dtype).view(1, -1, 1), weight, flat)
     y = y.view(batch, -1, height, width)
     if conv.norm is not None:
         y = conv.norm(y)
@@ -120,20 +122,27 @@ class LSA(nn.Module):
         self.dw_hidden = depthwise(hidden)                                # Eq. 7, sigma_dw
         self.span = Conv2d(hidden, kernel_size * kernel_size * self.groups, 1)  # Eq. 7, sigma_pw
 
-    def kernels(self, x):
-        """H of Eq. 6/7: (B, G, K*K, H', W') per-pixel kernels."""
+    def hidden(self, x):
+        """phi of Eq. 7 up to its last 1x1 conv: (B, C/r, H', W')."""
         h = self.pool(x)
         if self.dw_in is not None:
             h = self.dw_in(h)
         h = _pointwise(self.reduce, h)
         if self.dw_hidden is not None:
             h = self.dw_hidden(h)
-        h = _pointwise(self.span, h)
+        return h
+
+    def kernels(self, x):
+        """H of Eq. 6/7: (B, G, K*K, H', W') per-pixel kernels."""
+        h = _pointwise(self.span, self.hidden(x))
         return h.view(h.shape[0], self.groups, self.kernel_size ** 2, h.shape[2], h.shape[3])
 
     def forward(self, x):
         _check_input(self, x)
-        return lsa_aggregate(x, self.kernels(x), self.kernel_size, self.stride)  # Eq. 5
+        # Eq. 5 with H = span(hidden): fused on CPU, so H never exists as a whole tensor
+        weight = self.span.weight.view(self.span.weight.shape[0], -1)
+        return lsa_generate_aggregate(x, self.hidden(x), weight, self.span.bias,
+                                      self.kernel_size, self.stride)
 
     def extra_repr(self):
         return (f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -44,24 +44,30 @@ struct Geometry {
   }
 };
 
-Geometry make_geometry(const at::Tensor& x, const at::Tensor& kernels, int64_t kernel_size,
+// kernel_sizes: (B, G, K*K, H', W'), the shape of the kernels (given or generated on the fly).
+Geometry make_geometry(const at::Tensor& x, at::IntArrayRef kernel_sizes, int64_t kernel_size,
                        int64_t stride) {
   TORCH_CHECK(x.dim() == 4, "lsa_aggregate: x must be (B, C, H, W), got ", x.sizes());
-  TORCH_CHECK(kernels.dim() == 5, "lsa_aggregate: kernels must be (B, G, K*K, H', W'), got ",
-              kernels.sizes());
-  TORCH_CHECK(x.device().is_cpu() && kernels.device().is_cpu(),
+  TORCH_CHECK(kernel_sizes.size() == 5, "lsa_aggregate: kernels must be (B, G, K*K, H', W'), got ",
+              kernel_sizes);
+  TORCH_CHECK(x.device().is_cpu(),
               "lsa_aggregate native kernel is CPU-only; other devices use the PyTorch path");
-  TORCH_CHECK(x.scalar_type() == kernels.scalar_type(),
-              "lsa_aggregate: x and kernels must share a dtype");
-  Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), kernels.size(1), kernels.size(3),
-             kernels.size(4), kernel_size, stride, (kernel_size - 1) / 2};
+  Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), kernel_sizes[1], kernel_sizes[3],
+             kernel_sizes[4], kernel_size, stride, (kernel_size - 1) / 2};
   TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1 && stride >= 1,
               "lsa_aggregate: kernel_size must be odd and stride positive");
-  TORCH_CHECK(g.groups > 0 && g.channels % g.groups == 0 && kernels.size(0) == g.batch &&
-                  kernels.size(2) == g.taps() && g.out_h == (g.height + stride - 1) / stride &&
+  TORCH_CHECK(g.groups > 0 && g.channels % g.groups == 0 && kernel_sizes[0] == g.batch &&
+                  kernel_sizes[2] == g.taps() && g.out_h == (g.height + stride - 1) / stride &&
                   g.out_w == (g.width + stride - 1) / stride,
-              "lsa_aggregate: inconsistent shapes x ", x.sizes(), " kernels ", kernels.sizes());
+              "lsa_aggregate: inconsistent shapes x ", x.sizes(), " kernels ", kernel_sizes);
   return g;
+}
+
+Geometry make_geometry(const at::Tensor& x, const at::Tensor& kernels, int64_t kernel_size,
+                       int64_t stride) {
+  TORCH_CHECK(kernels.device().is_cpu() && x.scalar_type() == kernels.scalar_type(),
+              "lsa_aggregate: x and kernels must be CPU tensors of one dtype");
+  return make_geometry(x, kernels.sizes(), kernel_size, stride);
 }
 
 template <typename scalar_t>
@@ -242,10 +248,12 @@ struct PhasedRows {
         row_len(stride * phase_len) {}
   void fill(float* buf, const float* row, int64_t width, int64_t pad) const {
     if (stride == 1) return pad_row(buf, row, width, pad, row_len);
-    std::fill(buf, buf + row_len, 0.f);
-    for (int64_t c = 0; c < width; ++c) {
-      const int64_t q = c + pad;
-      buf[(q % stride) * phase_len + q / stride] = row[c];
+    for (int64_t phase = 0; phase < stride; ++phase) {  // gather, no division per element
+      float* dst = buf + phase * phase_len;
+      for (int64_t pos = 0; pos < phase_len; ++pos) {
+        const int64_t c = pos * stride + phase - pad;
+        dst[pos] = c >= 0 && c < width ? row[c] : 0.f;
+      }
     }
   }
   const float* tap(const float* buf, int64_t j) const {
@@ -255,49 +263,138 @@ struct PhasedRows {
 
 template <int NB>
 DCDC_INLINE void forward_tile(const float* xbuf, const PhasedRows& rows, const float* k_row0,
-                              float* out0, int64_t w0, int64_t i_lo, int64_t i_hi, int64_t K,
-                              int64_t hw_out) {
+                              int64_t k_tap_stride, float* out0, int64_t out_stride, int64_t w0,
+                              int64_t i_lo, int64_t i_hi, int64_t K) {
   float acc[NB][TW] = {};
   for (int64_t i = i_lo; i < i_hi; ++i) {
     for (int64_t j = 0; j < K; ++j) {
-      const float* kp = k_row0 + (i * K + j) * hw_out + w0;
+      const float* kp = k_row0 + (i * K + j) * k_tap_stride + w0;
       for (int cb = 0; cb < NB; ++cb) {
         const float* xp = rows.tap(xbuf + (cb * K + i) * rows.row_len, j) + w0;
         for (int64_t w = 0; w < TW; ++w) acc[cb][w] += xp[w] * kp[w];
       }
     }
   }
-  for (int cb = 0; cb < NB; ++cb) std::copy(acc[cb], acc[cb] + TW, out0 + cb * hw_out + w0);
+  for (int cb = 0; cb < NB; ++cb) std::copy(acc[cb], acc[cb] + TW, out0 + cb * out_stride + w0);
+}
+
+// Output row h of the channels of group grp of sample b, from the K*K kernel rows of that
+// (b, grp, h): tap t's row starts at k_row0 + t * k_tap_stride. buf holds CB * K padded rows.
+DCDC_INLINE void forward_row_f32(const float* x, const float* k_row0, int64_t k_tap_stride,
+                                 float* out, const Geometry& g, const PhasedRows& rows, float* buf,
+                                 int64_t b, int64_t grp, int64_t h) {
+  const int64_t s = g.stride, K = g.kernel_size, p = g.pad, cpg = g.channels_per_group();
+  const int64_t hw_out = g.out_h * g.out_w, hw_in = g.height * g.width;
+  const int64_t i_lo = std::max<int64_t>(0, p - h * s);
+  const int64_t i_hi = std::min<int64_t>(K, g.height + p - h * s);
+  for (int64_t c0 = grp * cpg; c0 < (grp + 1) * cpg; c0 += CB) {
+    const int64_t nb = std::min<int64_t>(CB, (grp + 1) * cpg - c0);
+    for (int64_t cb = 0; cb < nb; ++cb)
+      for (int64_t i = i_lo; i < i_hi; ++i)
+        rows.fill(buf + (cb * K + i) * rows.row_len,
+                  x + (b * g.channels + c0 + cb) * hw_in + (h * s + i - p) * g.width, g.width, p);
+    float* out0 = out + ((b * g.channels + c0) * g.out_h + h) * g.out_w;
+    for_each_tile(g.out_w, [&](int64_t w0) {
+      if (nb == CB) {
+        forward_tile<CB>(buf, rows, k_row0, k_tap_stride, out0, hw_out, w0, i_lo, i_hi, K);
+      } else {
+        for (int64_t cb = 0; cb < nb; ++cb)
+          forward_tile<1>(buf + cb * K * rows.row_len, rows, k_row0, k_tap_stride,
+                          out0 + cb * hw_out, hw_out, w0, i_lo, i_hi, K);
+      }
+    });
+  }
 }
 
 DCDC_MULTIVERSION void forward_f32(const float* x, const float* k, float* out, const Geometry& g,
                                    int64_t begin, int64_t end) {
-  const int64_t s = g.stride, K = g.kernel_size, p = g.pad, cpg = g.channels_per_group();
-  const int64_t hw_out = g.out_h * g.out_w, hw_in = g.height * g.width;
+  const int64_t hw_out = g.out_h * g.out_w;
   const PhasedRows rows(g);
-  std::vector<float> buf(CB * K * rows.row_len);
+  std::vector<float> buf(CB * g.kernel_size * rows.row_len);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t h = task % g.out_h, bg = task / g.out_h;
+    forward_row_f32(x, k + bg * g.taps() * hw_out + h * g.out_w, hw_out, out, g, rows,
+                    buf.data(), bg / g.groups, bg % g.groups, h);
+  }
+}
+
+// Kernel generation fused with the aggregation: the K*K kernel rows of (b, grp, h) are the
+// output of the generator's last 1x1 conv, computed into a K*K x W' buffer that stays in cache
+// instead of a B x G*K*K x H' x W' tensor written to memory and read back:
+//   kbuf[t][w] = bias[grp*K*K + t] + sum_r weight[grp*K*K + t][r] * hidden[b][r][h][w].
+// Register tile: NT taps x TW columns; each hidden load feeds NT multiply-adds.
+// weight_t is the weight transposed per group, (G, R, K*K), so the NT weights of one r are
+// consecutive.
+constexpr int64_t NT = 7;  // taps per register tile of the kernel generation
+
+#if defined(__GNUC__)
+// A TW-float vector (GCC/clang vector extension: one zmm, two ymm or four xmm registers, by
+// target). GCC does not vectorize the broadcast-times-row loop below on its own.
+typedef float RowTile __attribute__((vector_size(TW * sizeof(float))));
+DCDC_INLINE RowTile load_tile(const float* p) {
+  RowTile v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+DCDC_INLINE void store_tile(float* p, const RowTile& v) { __builtin_memcpy(p, &v, sizeof(v)); }
+
+template <int N>
+DCDC_INLINE void generate_tile(const float* hidden_row, int64_t hidden_stride,
+                               const float* weight_t, const float* bias, int64_t reduced,
+                               int64_t taps, int64_t t0, int64_t w0, float* kbuf,
+                               int64_t k_stride) {
+  RowTile acc[N];
+  for (int t = 0; t < N; ++t) acc[t] = RowTile{} + (bias != nullptr ? bias[t0 + t] : 0.f);
+  for (int64_t r = 0; r < reduced; ++r) {
+    const RowTile hv = load_tile(hidden_row + r * hidden_stride + w0);
+    const float* wr = weight_t + r * taps + t0;
+    for (int t = 0; t < N; ++t) acc[t] += wr[t] * hv;
+  }
+  for (int t = 0; t < N; ++t) store_tile(kbuf + (t0 + t) * k_stride + w0, acc[t]);
+}
+#else
+template <int N>
+DCDC_INLINE void generate_tile(const float* hidden_row, int64_t hidden_stride,
+                               const float* weight_t, const float* bias, int64_t reduced,
+                               int64_t taps, int64_t t0, int64_t w0, float* kbuf,
+                               int64_t k_stride) {
+  float acc[N][TW];
+  for (int t = 0; t < N; ++t)
+    for (int64_t w = 0; w < TW; ++w) acc[t][w] = bias != nullptr ? bias[t0 + t] : 0.f;
+  for (int64_t r = 0; r < reduced; ++r) {
+    const float* hp = hidden_row + r * hidden_stride + w0;
+    const float* wr = weight_t + r * taps + t0;
+    for (int t = 0; t < N; ++t)
+      for (int64_t w = 0; w < TW; ++w) acc[t][w] += wr[t] * hp[w];
+  }
+  for (int t = 0; t < N; ++t) std::copy(acc[t], acc[t] + TW, kbuf + (t0 + t) * k_stride + w0);
+}
+#endif
+
+DCDC_MULTIVERSION void fused_forward_f32(const float* x, const float* hidden,
+                                         const float* weight_t, const float* bias,
+                                         int64_t reduced, float* out, const Geometry& g,
+                                         int64_t begin, int64_t end) {
+  const int64_t taps = g.taps(), hw_out = g.out_h * g.out_w;
+  const PhasedRows rows(g);
+  std::vector<float> buf(CB * g.kernel_size * rows.row_len), kbuf(taps * g.out_w);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups, b = bg / g.groups;
-    const int64_t i_lo = std::max<int64_t>(0, p - h * s);
-    const int64_t i_hi = std::min<int64_t>(K, g.height + p - h * s);
-    const float* k_row0 = k + bg * g.taps() * hw_out + h * g.out_w;
-    for (int64_t c0 = grp * cpg; c0 < (grp + 1) * cpg; c0 += CB) {
-      const int64_t nb = std::min<int64_t>(CB, (grp + 1) * cpg - c0);
-      for (int64_t cb = 0; cb < nb; ++cb)
-        for (int64_t i = i_lo; i < i_hi; ++i)
-          rows.fill(buf.data() + (cb * K + i) * rows.row_len,
-                    x + (b * g.channels + c0 + cb) * hw_in + (h * s + i - p) * g.width, g.width, p);
-      float* out0 = out + ((b * g.channels + c0) * g.out_h + h) * g.out_w;
-      for_each_tile(g.out_w, [&](int64_t w0) {
-        if (nb == CB) {
-          forward_tile<CB>(buf.data(), rows, k_row0, out0, w0, i_lo, i_hi, K, hw_out);
-        } else {
-          for (int64_t cb = 0; cb < nb; ++cb)
-            forward_tile<1>(buf.data() + cb * K * rows.row_len, rows, k_row0, out0 + cb * hw_out,
-                            w0, i_lo, i_hi, K, hw_out);
-        }
-      });
+    const float* hidden_row = hidden + b * reduced * hw_out + h * g.out_w;
+    const float* w_g = weight_t + grp * reduced * taps;
+    const float* b_g = bias != nullptr ? bias + grp * taps : nullptr;
+    // (a plain loop, not for_each_tile: GCC outlines that lambda out of the target clones here)
+    for (int64_t tile = 0; tile < g.out_w; tile += TW) {
+      const int64_t w0 = std::min(tile, g.out_w - TW);  // the last tile may overlap
+      int64_t t0 = 0;
+      for (; t0 + NT <= taps; t0 += NT)
+        generate_tile<NT>(hidden_row, hw_out, w_g, b_g, reduced, taps, t0, w0, kbuf.data(),
+                          g.out_w);
+      for (; t0 < taps; ++t0)
+        generate_tile<1>(hidden_row, hw_out, w_g, b_g, reduced, taps, t0, w0, kbuf.data(),
+                         g.out_w);
     }
+    forward_row_f32(x, kbuf.data(), g.out_w, out, g, rows, buf.data(), b, grp, h);
   }
 }
 
@@ -459,10 +556,51 @@ std::vector<at::Tensor> lsa_backward(const at::Tensor& grad_out_in, const at::Te
   return {grad_x, grad_k};
 }
 
+at::Tensor lsa_fused_forward(const at::Tensor& x_in, const at::Tensor& hidden_in,
+                             const at::Tensor& weight_in, const c10::optional<at::Tensor>& bias_in,
+                             int64_t kernel_size, int64_t stride) {
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat && hidden_in.scalar_type() == at::kFloat &&
+                  weight_in.scalar_type() == at::kFloat,
+              "lsa_fused_forward: float32 CPU tensors only; use the unfused path otherwise");
+  TORCH_CHECK(hidden_in.dim() == 4 && weight_in.dim() == 2 &&
+                  hidden_in.size(0) == x_in.size(0) && weight_in.size(1) == hidden_in.size(1),
+              "lsa_fused_forward: hidden ", hidden_in.sizes(), " and weight ", weight_in.sizes(),
+              " do not match");
+  const int64_t taps = kernel_size * kernel_size;
+  TORCH_CHECK(weight_in.size(0) % taps == 0, "lsa_fused_forward: weight rows ",
+              weight_in.size(0), " are not a multiple of K*K = ", taps);
+  const Geometry g = make_geometry(x_in, {hidden_in.size(0), weight_in.size(0) / taps, taps,
+                                           hidden_in.size(2), hidden_in.size(3)},
+                                   kernel_size, stride);
+  TORCH_CHECK(g.out_w >= TW, "lsa_fused_forward: needs maps at least ", TW, " columns wide");
+  const at::Tensor x = x_in.contiguous(), hidden = hidden_in.contiguous();
+  const at::Tensor weight_t =
+      weight_in.view({g.groups, taps, weight_in.size(1)}).transpose(1, 2).contiguous();
+  at::Tensor bias;
+  if (bias_in.has_value() && bias_in->defined()) {
+    bias = bias_in->contiguous();
+    TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.numel() == weight_in.size(0),
+                "lsa_fused_forward: bias must hold ", weight_in.size(0), " float32 values");
+  }
+  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* hp = hidden.data_ptr<float>();
+  const float* wp = weight_t.data_ptr<float>();
+  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  float* op = out.data_ptr<float>();
+  const int64_t reduced = weight_in.size(1);
+  at::parallel_for(0, g.batch * g.groups * g.out_h, g.grain(), [&](int64_t begin, int64_t end) {
+    fused_forward_f32(xp, hp, wp, bp, reduced, op, g, begin, end);
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "DCDC native CPU kernels (LSA aggregation, paper Eq. 5)";
   m.def("lsa_forward", &lsa_forward, "LSA aggregation forward (CPU)");
   m.def("lsa_backward", &lsa_backward, "LSA aggregation backward (CPU): (grad_x, grad_kernels)");
+  m.def("lsa_fused_forward", &lsa_fused_forward,
+        "LSA aggregation with the kernels generated on the fly by a 1x1 conv (CPU, float32)");
 }
