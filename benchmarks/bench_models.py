@@ -11,7 +11,8 @@ Run from the repository root::
   pure-PyTorch aggregation path (``DCDC_DISABLE_NATIVE=1``).
 * ``maskrcnn``: one Mask R-CNN FPN training iteration (forward, backward, SGD step) at batch 2,
   512x512 images with 4 random instances each, ``configs/mask_rcnn_r50.yaml`` (detectron2's
-  R50) vs ``configs/mask_rcnn_dcdc_r50.yaml``, random init (``MODEL.WEIGHTS ""``).
+  R50) vs ``configs/mask_rcnn_dcdc_r50.yaml``, random init (``MODEL.WEIGHTS ""``), with the
+  heads given identical work (anchors as proposals, see ``_maskrcnn_case``).
 
 Each case runs in its own process (see ``benchmarks/common.py``): median time of ``--repeat``
 calls after a warm-up, and the extra peak memory of those calls. The cases of a table run
@@ -71,7 +72,18 @@ def _maskrcnn_case(args):
     device = torch.device(args["device"])
     torch.manual_seed(0)
     model = build_model(cfg).train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+    # The same work in the heads for every backbone. A randomly initialised RPN proposes a
+    # model-dependent number of boxes, many degenerate (and R50 + FrozenBN diverges within a
+    # few steps), which changed the box/mask heads' cost by up to 1 s per iteration. With the
+    # RPN's objectness and delta convs zeroed, the proposals are the anchors in a fixed order
+    # for any backbone; lr 0 keeps them so (the SGD step still runs in full), and the ROI
+    # sampler draws from a re-seeded RNG each step. Every op still runs forward and backward.
+    rpn_head = model.proposal_generator.rpn_head
+    with torch.no_grad():
+        for conv in (rpn_head.objectness_logits, rpn_head.anchor_deltas):
+            conv.weight.zero_()
+            conv.bias.zero_()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0,
                                 momentum=0.9)
     size = args["size"]
     gen = torch.Generator().manual_seed(0)
@@ -90,6 +102,7 @@ def _maskrcnn_case(args):
         batch.append({"image": image, "instances": inst, "height": size, "width": size})
 
     def step():
+        torch.manual_seed(0)
         losses = model(batch)
         optimizer.zero_grad()
         sum(losses.values()).backward()
