@@ -5,7 +5,8 @@ from setuptools import find_packages, setup
 
 
 def native_extension_kwargs():
-    """The optional native CPU kernel ``dcdc._C`` (LSA aggregation, C++ with OpenMP).
+    """The optional native CPU kernels ``dcdc._C`` (LSA aggregation, the kernel generator's
+    depth-wise convs; C++ with OpenMP).
 
     It is built with torch.utils.cpp_extension when torch and a C++ compiler are available.
     Any failure (no torch at build time, no compiler, compile error, or ``DCDC_NO_NATIVE=1``)
@@ -31,7 +32,8 @@ def native_extension_kwargs():
 
     ext = CppExtension(
         "dcdc._C",
-        ["projects/DCDC/layers/csrc/lsa_aggregate.cpp"],
+        ["projects/DCDC/layers/csrc/lsa_aggregate.cpp", "projects/DCDC/layers/csrc/depthwise_conv.cpp"],
+        depends=["projects/DCDC/layers/csrc/simd.h", "projects/DCDC/layers/csrc/depthwise_conv.h"],
         # OpenMP drives at::parallel_for; the runtime resolves to the libgomp torch loaded.
         extra_compile_args=["-O3", "-fopenmp"],
         extra_link_args=["-fopenmp"],

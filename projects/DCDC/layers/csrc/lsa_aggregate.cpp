@@ -20,6 +20,9 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include "depthwise_conv.h"
+#include "simd.h"
+
 #include <algorithm>
 #include <vector>
 
@@ -207,18 +210,7 @@ void backward_kernels_kernel(const scalar_t* grad_out, const scalar_t* x, scalar
 // ~1.25 loads and no accumulator traffic. target_clones compiles it for AVX-512 / AVX2+FMA /
 // baseline x86-64 and picks one at load time (other compilers/architectures: one baseline build).
 // Needs out_w >= TW; narrower maps take the generic path.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define DCDC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DCDC_MULTIVERSION
-#endif
-#if defined(__GNUC__)
-#define DCDC_INLINE inline __attribute__((always_inline))
-#else
-#define DCDC_INLINE inline
-#endif
-
-constexpr int64_t TW = 16;  // output columns per register tile
+using dcdc::TW;
 constexpr int64_t CB = 4;   // channels per register tile (they share the kernel loads)
 
 // Tile starts covering [0, n): full tiles, then one tile ending at n (overlap is recomputed).
@@ -327,16 +319,10 @@ DCDC_MULTIVERSION void forward_f32(const float* x, const float* k, float* out, c
 // consecutive.
 constexpr int64_t NT = 7;  // taps per register tile of the kernel generation
 
-#if defined(__GNUC__)
-// A TW-float vector (GCC/clang vector extension: one zmm, two ymm or four xmm registers, by
-// target). GCC does not vectorize the broadcast-times-row loop below on its own.
-typedef float RowTile __attribute__((vector_size(TW * sizeof(float))));
-DCDC_INLINE RowTile load_tile(const float* p) {
-  RowTile v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-DCDC_INLINE void store_tile(float* p, const RowTile& v) { __builtin_memcpy(p, &v, sizeof(v)); }
+#if DCDC_HAVE_ROW_TILE
+using dcdc::load_tile;
+using dcdc::RowTile;
+using dcdc::store_tile;
 
 template <int N>
 DCDC_INLINE void generate_tile(const float* hidden_row, int64_t hidden_stride,
@@ -598,9 +584,14 @@ at::Tensor lsa_fused_forward(const at::Tensor& x_in, const at::Tensor& hidden_in
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "DCDC native CPU kernels (LSA aggregation, paper Eq. 5)";
+  m.doc() = "DCDC native CPU kernels (LSA aggregation, paper Eq. 5; generator depth-wise convs)";
   m.def("lsa_forward", &lsa_forward, "LSA aggregation forward (CPU)");
   m.def("lsa_backward", &lsa_backward, "LSA aggregation backward (CPU): (grad_x, grad_kernels)");
+  m.def("depthwise_supported", &dcdc::depthwise_supported,
+        "whether the native depth-wise conv handles this kernel size");
+  m.def("depthwise_forward", &dcdc::depthwise_forward, "depth-wise KxK conv, stride 1 (CPU)");
+  m.def("depthwise_backward", &dcdc::depthwise_backward,
+        "depth-wise conv backward (CPU): (grad_x, grad_weight)");
   m.def("lsa_fused_forward", &lsa_fused_forward,
         "LSA aggregation with the kernels generated on the fly by a 1x1 conv (CPU, float32)");
 }
