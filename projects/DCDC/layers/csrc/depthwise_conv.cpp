@@ -15,7 +15,6 @@
 
 namespace dcdc {
 
-#if DCDC_HAVE_ROW_TILE
 namespace {
 
 // A (H + 2p) x row_len zero-padded copy of one plane; rows are padded to whole tiles so every
@@ -172,17 +171,5 @@ std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_out_in, const 
   return {grad_x, grad_w};
 }
 
-#else  // no vector extension: Python uses the framework's convolution
-
-bool depthwise_supported(int64_t) { return false; }
-at::Tensor depthwise_forward(const at::Tensor&, const at::Tensor&) {
-  TORCH_CHECK(false, "native depth-wise conv not compiled");
-}
-std::vector<at::Tensor> depthwise_backward(const at::Tensor&, const at::Tensor&,
-                                           const at::Tensor&, bool, bool) {
-  TORCH_CHECK(false, "native depth-wise conv not compiled");
-}
-
-#endif
 
 }  // namespace dcdc

@@ -210,6 +210,10 @@ void backward_kernels_kernel(const scalar_t* grad_out, const scalar_t* x, scalar
 // ~1.25 loads and no accumulator traffic. target_clones compiles it for AVX-512 / AVX2+FMA /
 // baseline x86-64 and picks one at load time (other compilers/architectures: one baseline build).
 // Needs out_w >= TW; narrower maps take the generic path.
+using dcdc::broadcast_tile;
+using dcdc::load_tile;
+using dcdc::RowTile;
+using dcdc::store_tile;
 using dcdc::TW;
 constexpr int64_t CB = 4;   // channels per register tile (they share the kernel loads)
 
@@ -233,11 +237,16 @@ DCDC_INLINE void pad_row(float* buf, const float* row, int64_t width, int64_t pa
 // column w is then phase (j % s), position w + j / s: consecutive w are consecutive floats.
 struct PhasedRows {
   int64_t stride, phase_len, row_len;  // row_len = stride * phase_len floats per input row
+  std::vector<int64_t> tap_offset;     // of tap column j; a division per use costs ~8x the FMAs
   PhasedRows(const Geometry& g)
       : stride(g.stride),
         phase_len((std::max(g.out_w * g.stride + g.kernel_size, g.pad + g.width) + g.stride - 1) /
                   g.stride),
-        row_len(stride * phase_len) {}
+        row_len(stride * phase_len),
+        tap_offset(g.kernel_size) {
+    for (int64_t j = 0; j < g.kernel_size; ++j)
+      tap_offset[j] = (j % stride) * phase_len + j / stride;
+  }
   void fill(float* buf, const float* row, int64_t width, int64_t pad) const {
     if (stride == 1) return pad_row(buf, row, width, pad, row_len);
     for (int64_t phase = 0; phase < stride; ++phase) {  // gather, no division per element
@@ -248,26 +257,22 @@ struct PhasedRows {
       }
     }
   }
-  const float* tap(const float* buf, int64_t j) const {
-    return buf + (j % stride) * phase_len + j / stride;
-  }
+  const float* tap(const float* buf, int64_t j) const { return buf + tap_offset[j]; }
 };
 
 template <int NB>
 DCDC_INLINE void forward_tile(const float* xbuf, const PhasedRows& rows, const float* k_row0,
                               int64_t k_tap_stride, float* out0, int64_t out_stride, int64_t w0,
                               int64_t i_lo, int64_t i_hi, int64_t K) {
-  float acc[NB][TW] = {};
+  RowTile acc[NB] = {};
   for (int64_t i = i_lo; i < i_hi; ++i) {
     for (int64_t j = 0; j < K; ++j) {
-      const float* kp = k_row0 + (i * K + j) * k_tap_stride + w0;
-      for (int cb = 0; cb < NB; ++cb) {
-        const float* xp = rows.tap(xbuf + (cb * K + i) * rows.row_len, j) + w0;
-        for (int64_t w = 0; w < TW; ++w) acc[cb][w] += xp[w] * kp[w];
-      }
+      const RowTile kv = load_tile(k_row0 + (i * K + j) * k_tap_stride + w0);
+      for (int cb = 0; cb < NB; ++cb)
+        acc[cb] += load_tile(rows.tap(xbuf + (cb * K + i) * rows.row_len, j) + w0) * kv;
     }
   }
-  for (int cb = 0; cb < NB; ++cb) std::copy(acc[cb], acc[cb] + TW, out0 + cb * out_stride + w0);
+  for (int cb = 0; cb < NB; ++cb) store_tile(out0 + cb * out_stride + w0, acc[cb]);
 }
 
 // Output row h of the channels of group grp of sample b, from the K*K kernel rows of that
@@ -319,18 +324,13 @@ DCDC_MULTIVERSION void forward_f32(const float* x, const float* k, float* out, c
 // consecutive.
 constexpr int64_t NT = 7;  // taps per register tile of the kernel generation
 
-#if DCDC_HAVE_ROW_TILE
-using dcdc::load_tile;
-using dcdc::RowTile;
-using dcdc::store_tile;
-
 template <int N>
 DCDC_INLINE void generate_tile(const float* hidden_row, int64_t hidden_stride,
                                const float* weight_t, const float* bias, int64_t reduced,
                                int64_t taps, int64_t t0, int64_t w0, float* kbuf,
                                int64_t k_stride) {
   RowTile acc[N];
-  for (int t = 0; t < N; ++t) acc[t] = RowTile{} + (bias != nullptr ? bias[t0 + t] : 0.f);
+  for (int t = 0; t < N; ++t) acc[t] = broadcast_tile(bias != nullptr ? bias[t0 + t] : 0.f);
   for (int64_t r = 0; r < reduced; ++r) {
     const RowTile hv = load_tile(hidden_row + r * hidden_stride + w0);
     const float* wr = weight_t + r * taps + t0;
@@ -338,24 +338,6 @@ DCDC_INLINE void generate_tile(const float* hidden_row, int64_t hidden_stride,
   }
   for (int t = 0; t < N; ++t) store_tile(kbuf + (t0 + t) * k_stride + w0, acc[t]);
 }
-#else
-template <int N>
-DCDC_INLINE void generate_tile(const float* hidden_row, int64_t hidden_stride,
-                               const float* weight_t, const float* bias, int64_t reduced,
-                               int64_t taps, int64_t t0, int64_t w0, float* kbuf,
-                               int64_t k_stride) {
-  float acc[N][TW];
-  for (int t = 0; t < N; ++t)
-    for (int64_t w = 0; w < TW; ++w) acc[t][w] = bias != nullptr ? bias[t0 + t] : 0.f;
-  for (int64_t r = 0; r < reduced; ++r) {
-    const float* hp = hidden_row + r * hidden_stride + w0;
-    const float* wr = weight_t + r * taps + t0;
-    for (int t = 0; t < N; ++t)
-      for (int64_t w = 0; w < TW; ++w) acc[t][w] += wr[t] * hp[w];
-  }
-  for (int t = 0; t < N; ++t) std::copy(acc[t], acc[t] + TW, kbuf + (t0 + t) * k_stride + w0);
-}
-#endif
 
 DCDC_MULTIVERSION void fused_forward_f32(const float* x, const float* hidden,
                                          const float* weight_t, const float* bias,
@@ -411,13 +393,11 @@ DCDC_MULTIVERSION void backward_kernels_f32(const float* go, const float* x, flo
           continue;
         }
         for_each_tile(g.out_w, [&](int64_t w0) {
-          float acc[TW] = {};
-          for (int64_t c = 0; c < cpg; ++c) {
-            const float* gop = go0 + c * hw_out + w0;
-            const float* xp = rows.tap(buf.data() + (c * K + i) * rows.row_len, j) + w0;
-            for (int64_t w = 0; w < TW; ++w) acc[w] += gop[w] * xp[w];
-          }
-          std::copy(acc, acc + TW, gk_row + w0);
+          RowTile acc = {};
+          for (int64_t c = 0; c < cpg; ++c)
+            acc += load_tile(go0 + c * hw_out + w0) *
+                   load_tile(rows.tap(buf.data() + (c * K + i) * rows.row_len, j) + w0);
+          store_tile(gk_row + w0, acc);
         });
       }
     }
@@ -451,24 +431,19 @@ DCDC_MULTIVERSION void backward_input_f32_s1(const float* go, const float* k, fl
       const int64_t nb = std::min<int64_t>(CB, cpg - c0);
       float* gx0 = gx + ((b * g.channels + c_first + c0) * g.height + y) * g.width;
       for_each_tile(g.width, [&](int64_t x0) {
-        float acc[CB][TW] = {};
+        RowTile acc[CB] = {};
         for (int64_t i = i_lo; i < i_hi; ++i) {
           for (int64_t j = 0; j < K; ++j) {
-            const float* kp = kbuf.data() + (i * K + j) * row_len + x0 + 2 * p - j;
+            const RowTile kv = load_tile(kbuf.data() + (i * K + j) * row_len + x0 + 2 * p - j);
+            const float* gp = gbuf.data() + (c0 * K + i) * row_len + x0 + 2 * p - j;
             if (nb == CB) {
-              for (int cb = 0; cb < CB; ++cb) {
-                const float* gp = gbuf.data() + ((c0 + cb) * K + i) * row_len + x0 + 2 * p - j;
-                for (int64_t w = 0; w < TW; ++w) acc[cb][w] += gp[w] * kp[w];
-              }
+              for (int cb = 0; cb < CB; ++cb) acc[cb] += load_tile(gp + cb * K * row_len) * kv;
             } else {
-              for (int64_t cb = 0; cb < nb; ++cb) {
-                const float* gp = gbuf.data() + ((c0 + cb) * K + i) * row_len + x0 + 2 * p - j;
-                for (int64_t w = 0; w < TW; ++w) acc[cb][w] += gp[w] * kp[w];
-              }
+              for (int64_t cb = 0; cb < nb; ++cb) acc[cb] += load_tile(gp + cb * K * row_len) * kv;
             }
           }
         }
-        for (int64_t cb = 0; cb < nb; ++cb) std::copy(acc[cb], acc[cb] + TW, gx0 + cb * hw + x0);
+        for (int64_t cb = 0; cb < nb; ++cb) store_tile(gx0 + cb * hw + x0, acc[cb]);
       });
     }
   }

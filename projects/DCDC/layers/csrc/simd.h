@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 // target_clones compiles a function for AVX-512 / AVX2+FMA / baseline x86-64 and picks one at
 // load time (other compilers/architectures: one baseline build).
@@ -20,17 +21,40 @@ namespace dcdc {
 
 constexpr int64_t TW = 16;  // output columns per register tile
 
+// TW floats as one vector: the register tile of every float32 kernel. With GCC/clang a vector
+// extension type (one zmm, two ymm or four xmm registers, by target); with plain float arrays
+// GCC keeps the accumulators on the stack (a load-add-store chain per multiply-add, ~3x slower)
+// and does not vectorize broadcast-times-row loops at all.
 #if defined(__GNUC__)
-#define DCDC_HAVE_ROW_TILE 1
-// TW floats as one vector (GCC/clang vector extension: one zmm, two ymm or four xmm registers,
-// by target). GCC does not vectorize broadcast-times-row loops on plain arrays on its own.
 typedef float RowTile __attribute__((vector_size(TW * sizeof(float))));
+DCDC_INLINE RowTile broadcast_tile(float v) { return RowTile{} + v; }
+#else
+struct RowTile {
+  float v[TW];
+  float operator[](int64_t i) const { return v[i]; }
+  RowTile& operator+=(const RowTile& o) {
+    for (int64_t i = 0; i < TW; ++i) v[i] += o.v[i];
+    return *this;
+  }
+  friend RowTile operator*(const RowTile& a, const RowTile& b) {
+    RowTile r;
+    for (int64_t i = 0; i < TW; ++i) r.v[i] = a.v[i] * b.v[i];
+    return r;
+  }
+  friend RowTile operator*(float a, const RowTile& b) { return broadcast_tile(a) * b; }
+  static RowTile broadcast_tile(float a) {
+    RowTile r;
+    for (int64_t i = 0; i < TW; ++i) r.v[i] = a;
+    return r;
+  }
+};
+DCDC_INLINE RowTile broadcast_tile(float v) { return RowTile::broadcast_tile(v); }
+#endif
 DCDC_INLINE RowTile load_tile(const float* p) {
   RowTile v;
   __builtin_memcpy(&v, p, sizeof(v));
   return v;
 }
 DCDC_INLINE void store_tile(float* p, const RowTile& v) { __builtin_memcpy(p, &v, sizeof(v)); }
-#endif
 
 }  // namespace dcdc
