@@ -449,6 +449,52 @@ DCDC_MULTIVERSION void backward_input_f32_s1(const float* go, const float* k, fl
   }
 }
 
+// dL/dX for stride > 1 as a scatter, one task per (b, g, input row y): output row h with
+// h*s + i - p == y adds go[c][h][w] * k[i*K+j][h][w] to padded column q = w*s + j. Stored by
+// phase (q % s = j % s, position q / s = w + j / s), each tap's contribution is a unit-stride
+// row, so whole tiles accumulate; rows are zero-padded to whole tiles.
+DCDC_MULTIVERSION void backward_input_f32_strided(const float* go, const float* k, float* gx,
+                                                  const Geometry& g, int64_t begin, int64_t end) {
+  const int64_t s = g.stride, K = g.kernel_size, p = g.pad, cpg = g.channels_per_group();
+  const int64_t hw_out = g.out_h * g.out_w, hw_in = g.height * g.width;
+  const int64_t tiles_w = (g.out_w + TW - 1) / TW * TW;
+  const int64_t phase_len = std::max(tiles_w + (K - 1) / s + 1, (g.width - 1 + p) / s + 1);
+  std::vector<float> acc(s * phase_len), go_row(tiles_w, 0.f), k_rows(K * K * tiles_w, 0.f);
+  std::vector<int64_t> rows_h(K, -1), tap_offset(K);
+  for (int64_t j = 0; j < K; ++j) tap_offset[j] = (j % s) * phase_len + j / s;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t y = task % g.height, bg = task / g.height, grp = bg % g.groups, b = bg / g.groups;
+    for (int64_t i = 0; i < K; ++i) {  // the output row h of kernel row i, if any
+      const int64_t num = y + p - i;
+      rows_h[i] = num >= 0 && num % s == 0 && num / s < g.out_h ? num / s : -1;
+      if (rows_h[i] < 0) continue;
+      for (int64_t j = 0; j < K; ++j)
+        std::copy_n(k + (bg * g.taps() + i * K + j) * hw_out + rows_h[i] * g.out_w, g.out_w,
+                    k_rows.begin() + (i * K + j) * tiles_w);
+    }
+    for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t i = 0; i < K; ++i) {
+        if (rows_h[i] < 0) continue;
+        std::copy_n(go + (b * g.channels + c) * hw_out + rows_h[i] * g.out_w, g.out_w,
+                    go_row.begin());
+        for (int64_t j = 0; j < K; ++j) {
+          float* a = acc.data() + tap_offset[j];
+          const float* kr = k_rows.data() + (i * K + j) * tiles_w;
+          for (int64_t w0 = 0; w0 < tiles_w; w0 += TW)
+            store_tile(a + w0, load_tile(a + w0) + load_tile(go_row.data() + w0) * load_tile(kr + w0));
+        }
+      }
+      float* gx_row = gx + (b * g.channels + c) * hw_in + y * g.width;
+      for (int64_t phase = 0; phase < s; ++phase)  // x = pos * s + phase - p
+        for (int64_t pos = 0; pos < phase_len; ++pos) {
+          const int64_t xc = pos * s + phase - p;
+          if (xc >= 0 && xc < g.width) gx_row[xc] = acc[phase * phase_len + pos];
+        }
+    }
+  }
+}
+
 at::Tensor lsa_forward(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t kernel_size,
                        int64_t stride) {
   const Geometry g = make_geometry(x_in, kernels_in, kernel_size, stride);
@@ -483,12 +529,16 @@ std::vector<at::Tensor> lsa_backward(const at::Tensor& grad_out_in, const at::Te
   at::Tensor grad_x, grad_k;
   if (x.scalar_type() == at::kFloat && g.out_w >= TW) {
     const float* gop = grad_out.data_ptr<float>();
-    if (need_x && g.stride == 1) {
+    if (need_x) {
       grad_x = at::empty_like(x);
       float* gxp = grad_x.data_ptr<float>();
       const float* kp = kernels.data_ptr<float>();
       at::parallel_for(0, g.batch * g.groups * g.height, g.grain(), [&](int64_t begin, int64_t end) {
-        backward_input_f32_s1(gop, kp, gxp, g, begin, end);
+        if (g.stride == 1) {
+          backward_input_f32_s1(gop, kp, gxp, g, begin, end);
+        } else {
+          backward_input_f32_strided(gop, kp, gxp, g, begin, end);
+        }
       });
       need_x = false;
     }
