@@ -13,6 +13,13 @@ Sizes: the ResNet stage-2 operator (2x64x200x336, K=7) and the FPN P2 neck opera
   shift-and-accumulate path that CUDA and compiler-less installs use);
 * ``ours``: :func:`dcdc.layers.lsa_aggregate` as installed (the native kernel ``dcdc._C`` on CPU).
 
+A second table times the aggregation together with the 1x1 conv that makes its kernels (the
+kernel generator's last layer, R = C/4 -> G*K*K channels), as ``LSA.forward`` runs it:
+
+* ``conv + ours``: the conv writes the B x G*K*K x H x W kernels, then ``lsa_aggregate``;
+* ``fused``: :func:`dcdc.layers.lsa_generate_aggregate`, which computes each row's kernels in
+  cache inside the native kernel (on CPU float32) and regenerates them in backward.
+
 Times are medians of ``--repeat`` calls after a warm-up; memory is the extra peak RSS of the
 call (see ``benchmarks/common.py``). Ratios are against ``unfold`` measured in the same run.
 When ``unfold`` does not fit in memory at batch 2 (the P2 size needs ~13 GB forward and ~20 GB
@@ -28,35 +35,56 @@ from benchmarks.common import format_table, machine_line, measure, run_case
 
 SIZES = {"stage2": (2, 64, 200, 336), "p2": (2, 256, 200, 320)}
 IMPLS = {"unfold": {}, "shift": {"DCDC_DISABLE_NATIVE": "1"}, "ours": {}}
+GENERATOR_IMPLS = {"conv + ours": {}, "fused": {}}
 
 
 def _case(args):
     """Runs inside the child process: time one implementation on one size and mode."""
-    from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold
+    import torch.nn.functional as F
+
+    from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
     from dcdc.layers.aggregation import native_available
 
     device = torch.device(args["device"])
     dtype = getattr(torch, args["dtype"])
     batch, channels, height, width = args["shape"]
-    k = args["kernel_size"]
+    k, groups, reduced = args["kernel_size"], channels // 16, channels // 4
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, channels, height, width, generator=gen).to(device, dtype)
-    kernels = torch.randn(batch, channels // 16, k * k, height, width, generator=gen)
-    kernels = kernels.to(device, dtype)
-    fn = lsa_aggregate_unfold if args["impl"] == "unfold" else lsa_aggregate
+    if args["impl"] in GENERATOR_IMPLS:  # inputs: hidden features and the 1x1 conv
+        hidden = torch.randn(batch, reduced, height, width, generator=gen).to(device, dtype)
+        weight = (torch.randn(groups * k * k, reduced, generator=gen) / reduced**0.5).to(device, dtype)
+        bias = torch.zeros(groups * k * k, device=device, dtype=dtype)
+        inputs = [x, hidden, weight, bias]
+        if args["impl"] == "fused":
+            def fn():
+                return lsa_generate_aggregate(x, hidden, weight, bias, k)
+        else:
+            def fn():
+                kernels = F.conv2d(hidden, weight[:, :, None, None], bias)
+                return lsa_aggregate(x, kernels.view(batch, groups, k * k, height, width), k)
+    else:
+        kernels = torch.randn(batch, groups, k * k, height, width, generator=gen)
+        kernels = kernels.to(device, dtype)
+        inputs = [x, kernels]
+        aggregate = lsa_aggregate_unfold if args["impl"] == "unfold" else lsa_aggregate
+
+        def fn():
+            return aggregate(x, kernels, k)
     backward = args["mode"] == "fwd+bwd"
     if backward:
-        x.requires_grad_(True)
-        kernels.requires_grad_(True)
+        for t in inputs:
+            t.requires_grad_(True)
         grad = torch.randn(batch, channels, height, width, generator=gen).to(device, dtype)
 
     def step():
         if backward:
-            x.grad = kernels.grad = None
-            fn(x, kernels, k).backward(grad)
+            for t in inputs:
+                t.grad = None
+            fn().backward(grad)
         else:
             with torch.no_grad():
-                fn(x, kernels, k)
+                fn()
 
     result = measure(step, device, args["repeat"])
     result["native"] = native_available() and device.type == "cpu" and args["impl"] != "unfold"
@@ -111,6 +139,27 @@ def main():
             print()
     print(format_table(["input", "pass", "impl", "ms", "speed-up vs unfold", "extra peak MiB",
                         "memory vs unfold"], rows))
+
+    print(f"\nKernel generation (1x1 conv, C/4 -> G*K*K) + aggregation, K=7, {args.dtype}\n")
+    rows = []
+    for size in args.sizes:
+        for mode in args.modes:
+            results = {impl: run_case("benchmarks.bench_aggregation", {
+                "impl": impl, "mode": mode, "shape": SIZES[size], "kernel_size": 7,
+                "device": args.device, "dtype": args.dtype, "repeat": args.repeat}, env)
+                for impl, env in GENERATOR_IMPLS.items()}
+            ref = results["conv + ours"]
+            for impl, r in results.items():
+                shape = "x".join(map(str, SIZES[size]))
+                if "error" in r or "error" in ref:
+                    rows.append([shape, mode, impl, "failed: " + r.get("error", "")[:60], "", "",
+                                 ""])
+                    continue
+                rows.append([shape, mode, impl, f"{r['seconds'] * 1e3:.0f}",
+                             f"{ref['seconds'] / r['seconds']:.2f}x", f"{r['extra_mb']:.0f}",
+                             f"{r['extra_mb'] / ref['extra_mb']:.2f}"])
+    print(format_table(["input", "pass", "impl", "ms", "speed-up vs conv + ours",
+                        "extra peak MiB", "memory vs conv + ours"], rows))
 
 
 if __name__ == "__main__":

@@ -178,8 +178,9 @@ def _generate_kernels(hidden, weight, bias, groups):
 class _LSAGenerateAggregate(torch.autograd.Function):
     """Eq. 5 with kernels = weight @ hidden + bias generated row by row inside the native kernel.
 
-    Forward never writes the kernels to memory; backward regenerates them once (one GEMM) and
-    reuses the native aggregation backward, then the 1x1 conv's gradients are two GEMMs.
+    Neither pass keeps the kernels or their gradient as a tensor: forward generates each row in
+    cache; backward regenerates the kernels only for dL/dx, and computes the generator's
+    gradients (dL/dhidden, dL/dweight, dL/dbias) from kernel-gradient rows made in cache.
     """
 
     @staticmethod
@@ -193,24 +194,16 @@ class _LSAGenerateAggregate(torch.autograd.Function):
         x, hidden, weight, bias = ctx.saved_tensors
         kernel_size, stride = ctx.geometry
         need_x, need_hidden, need_weight, need_bias = ctx.needs_input_grad[:4]
-        groups = weight.shape[0] // (kernel_size * kernel_size)
-        kernels = _generate_kernels(hidden, weight, bias, groups)
-        grad_x, grad_kernels = _native.lsa_backward(
-            grad_out.contiguous(), x, kernels, kernel_size, stride, need_x,
-            need_hidden or need_weight or need_bias)
-        grad_hidden = grad_weight = grad_bias = None
-        if grad_kernels is not None:
-            batch, reduced = hidden.shape[:2]
-            grad_kernels = grad_kernels.view(batch, weight.shape[0], -1)
-            if need_hidden:
-                grad_hidden = torch.bmm(weight.t().expand(batch, -1, -1), grad_kernels)
-                grad_hidden = grad_hidden.view(hidden.shape)
-            if need_weight:
-                flat = hidden.reshape(batch, reduced, -1)
-                grad_weight = torch.bmm(grad_kernels, flat.transpose(1, 2)).sum(0)
-            if need_bias:
-                grad_bias = grad_kernels.sum((0, 2))
-        return grad_x, grad_hidden, grad_weight, grad_bias, None, None
+        grad_out = grad_out.contiguous()
+        grad_x = grad_hidden = grad_weight = grad_bias = None
+        if need_x:
+            kernels = _generate_kernels(hidden, weight, bias, weight.shape[0] // kernel_size**2)
+            grad_x, _ = _native.lsa_backward(grad_out, x, kernels, kernel_size, stride, True, False)
+        if need_hidden or need_weight or need_bias:
+            grad_hidden, grad_weight, grad_bias = _native.lsa_fused_backward_generator(
+                grad_out, x, hidden, weight, kernel_size, stride)
+        return (grad_x, grad_hidden if need_hidden else None,
+                grad_weight if need_weight else None, grad_bias if need_bias else None, None, None)
 
 
 def lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride=1):

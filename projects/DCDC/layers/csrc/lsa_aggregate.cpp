@@ -366,41 +366,123 @@ DCDC_MULTIVERSION void fused_forward_f32(const float* x, const float* hidden,
   }
 }
 
-// dL/dH, one task per (b, g, h): gk[t][h][w] = sum_c go[c][h][w] * xpad[c][h*s + i][w*s + j].
-DCDC_MULTIVERSION void backward_kernels_f32(const float* go, const float* x, float* gk,
-                                            const Geometry& g, int64_t begin, int64_t end) {
+// The K*K kernel-gradient rows of (b, grp, h): gk_row0[t * tap_stride + w] =
+//   sum_c go[c][h][w] * xpad[c][h*s + i][w*s + j]   (t = i*K + j, c in group grp).
+// buf holds cpg * K padded input rows.
+DCDC_INLINE void kernel_grad_row_f32(const float* go, const float* x, const Geometry& g,
+                                     const PhasedRows& rows, float* buf, int64_t b, int64_t grp,
+                                     int64_t h, float* gk_row0, int64_t tap_stride) {
   const int64_t s = g.stride, K = g.kernel_size, p = g.pad;
   const int64_t cpg = g.channels_per_group(), hw_out = g.out_h * g.out_w,
                 hw_in = g.height * g.width;
+  const int64_t i_lo = std::max<int64_t>(0, p - h * s);
+  const int64_t i_hi = std::min<int64_t>(K, g.height + p - h * s);
+  const int64_t c_first = grp * cpg;
+  for (int64_t c = 0; c < cpg; ++c)
+    for (int64_t i = i_lo; i < i_hi; ++i)
+      rows.fill(buf + (c * K + i) * rows.row_len,
+                x + (b * g.channels + c_first + c) * hw_in + (h * s + i - p) * g.width, g.width, p);
+  const float* go0 = go + ((b * g.channels + c_first) * g.out_h + h) * g.out_w;
+  for (int64_t i = 0; i < K; ++i) {
+    for (int64_t j = 0; j < K; ++j) {
+      float* gk_row = gk_row0 + (i * K + j) * tap_stride;
+      if (i < i_lo || i >= i_hi) {
+        std::fill(gk_row, gk_row + g.out_w, 0.f);
+        continue;
+      }
+      for_each_tile(g.out_w, [&](int64_t w0) {
+        RowTile acc = {};
+        for (int64_t c = 0; c < cpg; ++c)
+          acc += load_tile(go0 + c * hw_out + w0) *
+                 load_tile(rows.tap(buf + (c * K + i) * rows.row_len, j) + w0);
+        store_tile(gk_row + w0, acc);
+      });
+    }
+  }
+}
+
+// dL/dH, one task per (b, g, h).
+DCDC_MULTIVERSION void backward_kernels_f32(const float* go, const float* x, float* gk,
+                                            const Geometry& g, int64_t begin, int64_t end) {
+  const int64_t hw_out = g.out_h * g.out_w;
   const PhasedRows rows(g);
-  std::vector<float> buf(cpg * K * rows.row_len);
+  std::vector<float> buf(g.channels_per_group() * g.kernel_size * rows.row_len);
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups, b = bg / g.groups;
-    const int64_t i_lo = std::max<int64_t>(0, p - h * s);
-    const int64_t i_hi = std::min<int64_t>(K, g.height + p - h * s);
-    const int64_t c_first = grp * cpg;
-    for (int64_t c = 0; c < cpg; ++c)
-      for (int64_t i = i_lo; i < i_hi; ++i)
-        rows.fill(buf.data() + (c * K + i) * rows.row_len,
-                  x + (b * g.channels + c_first + c) * hw_in + (h * s + i - p) * g.width, g.width,
-                  p);
-    const float* go0 = go + ((b * g.channels + c_first) * g.out_h + h) * g.out_w;
-    for (int64_t i = 0; i < K; ++i) {
-      for (int64_t j = 0; j < K; ++j) {
-        float* gk_row = gk + ((bg * g.taps() + i * K + j) * g.out_h + h) * g.out_w;
-        if (i < i_lo || i >= i_hi) {
-          std::fill(gk_row, gk_row + g.out_w, 0.f);
-          continue;
+    const int64_t h = task % g.out_h, bg = task / g.out_h;
+    kernel_grad_row_f32(go, x, g, rows, buf.data(), bg / g.groups, bg % g.groups, h,
+                        gk + bg * g.taps() * hw_out + h * g.out_w, hw_out);
+  }
+}
+
+// Backward of the fused kernel generation (kernels = weight @ hidden + bias) without the
+// B x G*K*K x H' x W' kernel gradient: one task per (b, h) computes the kernel-gradient rows of
+// each group in cache and at once applies the 1x1 conv's backward to them:
+//   grad_hidden[b, r, h, :] = sum_{g,t} weight[g*K*K + t, r] * gk[g, t, :]
+//   grad_weight[g*K*K + t, r] += gk[g, t, :] . hidden[b, r, h, :]   (per-thread partial sums)
+//   grad_bias[g*K*K + t] += sum_w gk[g, t, w]
+// Rows are zero-padded to whole tiles (tiles_w columns) so every dot product covers full tiles.
+DCDC_MULTIVERSION void fused_backward_generator_f32(
+    const float* go, const float* x, const float* hidden, const float* weight, int64_t reduced,
+    float* grad_hidden, double* grad_weight_acc, double* grad_bias_acc, const Geometry& g,
+    int64_t begin, int64_t end) {
+  const int64_t taps = g.taps(), hw_out = g.out_h * g.out_w;
+  const int64_t tiles_w = (g.out_w + TW - 1) / TW * TW;
+  const PhasedRows rows(g);
+  std::vector<float> buf(g.channels_per_group() * g.kernel_size * rows.row_len);
+  std::vector<float> gk(taps * tiles_w), hid(reduced * tiles_w, 0.f), gh(reduced * tiles_w);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t h = task % g.out_h, b = task / g.out_h;
+    for (int64_t r = 0; r < reduced; ++r)
+      std::copy_n(hidden + (b * reduced + r) * hw_out + h * g.out_w, g.out_w,
+                  hid.begin() + r * tiles_w);
+    std::fill(gh.begin(), gh.end(), 0.f);
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      kernel_grad_row_f32(go, x, g, rows, buf.data(), b, grp, h, gk.data(), tiles_w);
+      for (int64_t t = 0; t < taps; ++t)
+        std::fill(gk.begin() + t * tiles_w + g.out_w, gk.begin() + (t + 1) * tiles_w, 0.f);
+      const float* w_g = weight + grp * taps * reduced;
+      for (int64_t w0 = 0; w0 < tiles_w; w0 += TW) {
+        int64_t r0 = 0;  // grad_hidden: NT channels r at a time, over the taps of this group
+        for (; r0 + NT <= reduced; r0 += NT) {
+          RowTile acc[NT];
+          for (int rr = 0; rr < NT; ++rr) acc[rr] = load_tile(gh.data() + (r0 + rr) * tiles_w + w0);
+          for (int64_t t = 0; t < taps; ++t) {
+            const RowTile gv = load_tile(gk.data() + t * tiles_w + w0);
+            const float* wt = w_g + t * reduced + r0;
+            for (int rr = 0; rr < NT; ++rr) acc[rr] += wt[rr] * gv;
+          }
+          for (int rr = 0; rr < NT; ++rr) store_tile(gh.data() + (r0 + rr) * tiles_w + w0, acc[rr]);
         }
-        for_each_tile(g.out_w, [&](int64_t w0) {
-          RowTile acc = {};
-          for (int64_t c = 0; c < cpg; ++c)
-            acc += load_tile(go0 + c * hw_out + w0) *
-                   load_tile(rows.tap(buf.data() + (c * K + i) * rows.row_len, j) + w0);
-          store_tile(gk_row + w0, acc);
-        });
+        for (; r0 < reduced; ++r0) {
+          RowTile acc = load_tile(gh.data() + r0 * tiles_w + w0);
+          for (int64_t t = 0; t < taps; ++t)
+            acc += w_g[t * reduced + r0] * load_tile(gk.data() + t * tiles_w + w0);
+          store_tile(gh.data() + r0 * tiles_w + w0, acc);
+        }
+      }
+      constexpr int64_t RB = 4;  // grad_weight: RB channels r share each gradient-row load
+      for (int64_t t = 0; t < taps; ++t) {
+        const float* gk_t = gk.data() + t * tiles_w;
+        RowTile bias_acc = {};
+        for (int64_t w0 = 0; w0 < tiles_w; w0 += TW) bias_acc += load_tile(gk_t + w0);
+        double* gw_t = grad_weight_acc + (grp * taps + t) * reduced;
+        for (int64_t r0 = 0; r0 < reduced; r0 += RB) {
+          const int64_t nr = std::min<int64_t>(RB, reduced - r0);
+          RowTile acc[RB] = {};
+          for (int64_t w0 = 0; w0 < tiles_w; w0 += TW) {
+            const RowTile gv = load_tile(gk_t + w0);
+            for (int64_t rr = 0; rr < nr; ++rr)
+              acc[rr] += gv * load_tile(hid.data() + (r0 + rr) * tiles_w + w0);
+          }
+          for (int64_t rr = 0; rr < nr; ++rr)
+            for (int64_t l = 0; l < TW; ++l) gw_t[r0 + rr] += acc[rr][l];
+        }
+        for (int64_t l = 0; l < TW; ++l) grad_bias_acc[grp * taps + t] += bias_acc[l];
       }
     }
+    for (int64_t r = 0; r < reduced; ++r)
+      std::copy_n(gh.begin() + r * tiles_w, g.out_w,
+                  grad_hidden + (b * reduced + r) * hw_out + h * g.out_w);
   }
 }
 
@@ -606,6 +688,50 @@ at::Tensor lsa_fused_forward(const at::Tensor& x_in, const at::Tensor& hidden_in
   return out;
 }
 
+// (grad_hidden, grad_weight, grad_bias) of lsa_fused_forward's generator inputs.
+std::vector<at::Tensor> lsa_fused_backward_generator(const at::Tensor& grad_out_in,
+                                                     const at::Tensor& x_in,
+                                                     const at::Tensor& hidden_in,
+                                                     const at::Tensor& weight_in,
+                                                     int64_t kernel_size, int64_t stride) {
+  TORCH_CHECK(grad_out_in.scalar_type() == at::kFloat && x_in.scalar_type() == at::kFloat &&
+                  hidden_in.scalar_type() == at::kFloat && weight_in.scalar_type() == at::kFloat,
+              "lsa_fused_backward_generator: float32 CPU tensors only");
+  const int64_t taps = kernel_size * kernel_size;
+  TORCH_CHECK(hidden_in.dim() == 4 && weight_in.dim() == 2 && weight_in.size(0) % taps == 0 &&
+                  weight_in.size(1) == hidden_in.size(1),
+              "lsa_fused_backward_generator: hidden ", hidden_in.sizes(), " and weight ",
+              weight_in.sizes(), " do not match");
+  const Geometry g = make_geometry(x_in, {hidden_in.size(0), weight_in.size(0) / taps, taps,
+                                           hidden_in.size(2), hidden_in.size(3)},
+                                   kernel_size, stride);
+  TORCH_CHECK(g.out_w >= TW, "lsa_fused_backward_generator: needs maps at least ", TW,
+              " columns wide");
+  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({g.batch, g.channels, g.out_h, g.out_w}),
+              "lsa_fused_backward_generator: grad_out has shape ", grad_out_in.sizes());
+  const at::Tensor go = grad_out_in.contiguous(), x = x_in.contiguous(),
+                   hidden = hidden_in.contiguous(), weight = weight_in.contiguous();
+  const int64_t reduced = weight.size(1), rows_out = weight.size(0);
+  at::Tensor grad_hidden = at::empty_like(hidden);
+  const int64_t threads = at::get_num_threads();
+  // per-thread partial sums of the weight and bias gradients, in double
+  at::Tensor partial = at::zeros({threads, rows_out * (reduced + 1)}, x.options().dtype(at::kDouble));
+  const float* gop = go.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
+  const float* hp = hidden.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* ghp = grad_hidden.data_ptr<float>();
+  double* pp = partial.data_ptr<double>();
+  at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
+    double* mine = pp + at::get_thread_num() * rows_out * (reduced + 1);
+    fused_backward_generator_f32(gop, xp, hp, wp, reduced, ghp, mine, mine + rows_out * reduced,
+                                 g, begin, end);
+  });
+  const at::Tensor total = partial.sum(0).to(at::kFloat);
+  return {grad_hidden, total.narrow(0, 0, rows_out * reduced).view({rows_out, reduced}),
+          total.narrow(0, rows_out * reduced, rows_out)};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -617,6 +743,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("depthwise_forward", &dcdc::depthwise_forward, "depth-wise KxK conv, stride 1 (CPU)");
   m.def("depthwise_backward", &dcdc::depthwise_backward,
         "depth-wise conv backward (CPU): (grad_x, grad_weight)");
+  m.def("lsa_fused_backward_generator", &lsa_fused_backward_generator,
+        "gradients of lsa_fused_forward's hidden, weight, bias (CPU, float32)");
   m.def("lsa_fused_forward", &lsa_fused_forward,
         "LSA aggregation with the kernels generated on the fly by a 1x1 conv (CPU, float32)");
 }
