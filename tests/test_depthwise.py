@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from detectron2.layers import Conv2d
 
 from dcdc.layers import aggregation
-from dcdc.layers.depthwise import _native_applies, depthwise
+from dcdc.layers.depthwise import _native_applies, depthwise_conv
 
 needs_native = pytest.mark.skipif(not aggregation.native_available(),
                                   reason="dcdc._C not built (no compiler at install)")
@@ -28,7 +28,7 @@ def test_native_depthwise_matches_float64_conv(shape, k):
     x = torch.randn(shape, generator=gen).requires_grad_(True)
     grad = torch.randn(shape, generator=gen)
     assert _native_applies(conv, x)
-    out = depthwise(conv, x)
+    out = depthwise_conv(conv, x)
     out.backward(grad)
     x64 = x.detach().double().requires_grad_(True)
     w64 = conv.weight.detach().double().requires_grad_(True)
@@ -49,12 +49,12 @@ def test_native_depthwise_threads_agree_and_partial_grads():
         torch.set_num_threads(threads)
         xg = x.clone().requires_grad_(True)
         conv.weight.grad = None
-        depthwise(conv, xg).square().sum().backward()
+        depthwise_conv(conv, xg).square().sum().backward()
         outs.append((xg.grad, conv.weight.grad))
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
     conv.weight.requires_grad_(False)
     xg = x.clone().requires_grad_(True)
-    depthwise(conv, xg).sum().backward()  # input gradient only
+    depthwise_conv(conv, xg).sum().backward()  # input gradient only
     assert xg.grad is not None and conv.weight.grad is outs[1][1]
 
 
@@ -68,4 +68,4 @@ def test_native_depthwise_threads_agree_and_partial_grads():
 def test_other_convs_use_the_module(conv, x):
     conv = conv.to(x.dtype)
     assert not _native_applies(conv, x)
-    torch.testing.assert_close(depthwise(conv, x), conv(x))
+    torch.testing.assert_close(depthwise_conv(conv, x), conv(x))

@@ -17,8 +17,8 @@ Both accept float64/32/16 and bfloat16; the native kernel accumulates fp16/bf16 
 
 :func:`lsa_generate_aggregate` also takes the generator's last 1x1 conv into the aggregation:
 on CPU float32 the native kernel computes each row's kernels in cache, so the
-B x G*K^2 x H' x W' kernel tensor (3x the input for K=7, G=C/16) is never written to memory,
-and backward recomputes it instead of keeping it alive from forward to backward.
+B x G*K^2 x H' x W' kernel tensor (3x the input for K=7, G=C/16) is never written to memory
+nor kept from forward to backward; backward regenerates it for the input gradient only.
 """
 import logging
 import os
@@ -172,7 +172,7 @@ def _generate_kernels(hidden, weight, bias, groups):
     flat = hidden.reshape(batch, reduced, out_h * out_w)
     w = weight.expand(batch, *weight.shape)
     out = torch.bmm(w, flat) if bias is None else torch.baddbmm(bias.view(1, -1, 1), w, flat)
-    return out.view(batch, groups, -1, out_h, out_w)
+    return out.view(batch, groups, weight.shape[0] // groups, out_h, out_w)
 
 
 class _LSAGenerateAggregate(torch.autograd.Function):
@@ -232,8 +232,11 @@ def lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride=1):
             and (bias is None or bias.dtype == torch.float32) and not torch.jit.is_tracing()
             and kernel_shape[-1] >= 16 and x.shape[0] > 0):
         return _LSAGenerateAggregate.apply(x, hidden, weight, bias, kernel_size, stride)
-    kernels = F.conv2d(hidden, weight[:, :, None, None], bias)
-    return lsa_aggregate(x, kernels.view(kernel_shape), kernel_size, stride)
+    if torch.jit.is_tracing():
+        kernels = F.conv2d(hidden, weight[:, :, None, None], bias).view(kernel_shape)
+    else:
+        kernels = _generate_kernels(hidden, weight, bias, kernel_shape[1])
+    return lsa_aggregate(x, kernels, kernel_size, stride)
 
 
 def lsa_aggregate_unfold(x, kernels, kernel_size, stride=1):

@@ -20,7 +20,7 @@ from torch import nn
 from detectron2.layers import Conv2d, get_norm
 
 from .aggregation import lsa_generate_aggregate
-from .depthwise import depthwise
+from .depthwise import depthwise_conv
 
 __all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "OPERATORS", "gsi_channels"]
 
@@ -136,10 +136,10 @@ class LSA(nn.Module):
         """phi of Eq. 7 up to its last 1x1 conv: (B, C/r, H', W')."""
         h = self.pool(x)
         if self.dw_in is not None:
-            h = depthwise(self.dw_in, h)
+            h = depthwise_conv(self.dw_in, h)
         h = _pointwise(self.reduce, h)
         if self.dw_hidden is not None:
-            h = depthwise(self.dw_hidden, h)
+            h = depthwise_conv(self.dw_hidden, h)
         return h
 
     def kernels(self, x):

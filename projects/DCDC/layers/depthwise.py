@@ -3,7 +3,7 @@
 oneDNN runs a depth-wise conv on NCHW tensors by reordering them into a blocked layout and back
 around each call, which costs more than the 9 multiply-adds per value on the generator's maps.
 ``dcdc._C`` has a depth-wise K x K conv (K = 3, 5, 7; stride 1, zero padding K // 2) that works
-on NCHW directly, forward and backward (see ``benchmarks/``). :func:`depthwise` uses it for CPU
+on NCHW directly, forward and backward (see ``benchmarks/``). :func:`depthwise_conv` uses it for CPU
 float32 tensors when it was built, and the module itself everywhere else (other devices and
 dtypes, JIT tracing so FLOP counters see a conv, other conv geometries).
 """
@@ -11,7 +11,7 @@ import torch
 
 from . import aggregation
 
-__all__ = ["depthwise"]
+__all__ = ["depthwise_conv"]
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -40,7 +40,7 @@ def _native_applies(conv, x):
             and conv.padding_mode == "zeros" and aggregation._native.depthwise_supported(k))
 
 
-def depthwise(conv, x):
+def depthwise_conv(conv, x):
     """``conv(x)`` for a depth-wise ``Conv2d`` (groups = channels, no bias / norm / activation)."""
     if _native_applies(conv, x):
         return _DepthwiseConv.apply(x, conv.weight)
