@@ -170,3 +170,21 @@ def test_torchrun_two_processes(tmp_path):
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     assert "2 process(es)" in stdout
     assert os.path.isfile(os.path.join(out, "last.pth.tar"))
+
+
+def test_shapes_recipe_learns(tmp_path):
+    """The built-in recipe really learns: 4 epochs (96 iterations, ~50 s) on the ~780 crops of
+    200 generated shapes images take the 4-class val top-1 well above chance (25%; measured 67%,
+    the full default run reaches ~93%). Guards the recipe (AdamW, no RandomResizedCrop), whose
+    earlier SGD + crop version stayed near chance."""
+    shapes = pytest.importorskip("dcdc.data.shapes")
+    root, data = str(tmp_path / "shapes"), str(tmp_path / "cls")
+    for split, num_images, seed in (("train", 200, 11), ("val", 40, 12)):
+        shapes.generate_shapes_split(root, shapes.ShapesSplit(split, num_images, seed=seed))
+        tc.cut_coco_objects(os.path.join(root, "annotations", f"instances_{split}.json"),
+                            os.path.join(root, split), os.path.join(data, split))
+    metrics = tc.main(["--data-dir", data, "--recipe", "shapes", "--output", str(tmp_path / "o"),
+                       "--epochs", "4", "--warmup-epochs", "0",
+                       "--workers", "0", "--log-interval", "25"])
+    assert metrics["samples"] > 100
+    assert metrics["top1"] >= 50.0, metrics  # chance + 7 standard deviations at 154 images
