@@ -73,9 +73,10 @@ def _maskrcnn_case(args):
     device = torch.device(args["device"])
     torch.manual_seed(0)
     model = build_model(cfg).train()
-    # The same work in the heads for every backbone. A randomly initialised RPN proposes a
-    # model-dependent number of boxes, many degenerate (and R50 + FrozenBN diverges within a
-    # few steps), which changed the box/mask heads' cost by up to 1 s per iteration. With the
+    # The same work in the heads for every backbone. A randomly initialised RPN's proposals
+    # depend on the backbone: R50's left only the appended ground truth (4-9 ROIs per image,
+    # NaN losses by the fourth step) while DCDC-R50's heads sampled 512, so the rows timed
+    # different head work (up to 1 s per iteration). With the
     # RPN's objectness and delta convs zeroed, the proposals are the anchors in a fixed order
     # for any backbone; lr 0 keeps them so (the SGD step still runs in full), and the ROI
     # sampler draws from a re-seeded RNG each step. Every op still runs forward and backward.
