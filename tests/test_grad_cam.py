@@ -72,6 +72,10 @@ def test_command_writes_png_side_by_side(tmp_path):
 
     loaded = gc.load_model(f"rednet26={ckpt_dir / 'last.pth.tar'}")
     assert loaded.classes == ["circle", "star"] and loaded.input_size == (3, 32, 32)
+    # model_final.pth (tensors + data_config): the same input size, not timm's default 224
+    torch.save({"state_dict": model.state_dict(), "data_config": {"img_size": 32, "crop_pct": 1.0}},
+               ckpt_dir / "model_final.pth")
+    assert gc.load_model(f"rednet26={ckpt_dir / 'model_final.pth'}").input_size == (3, 32, 32)
     assert loaded.target_layer is loaded.module.res5[-1]
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.module.state_dict()[key], value)

@@ -141,6 +141,7 @@ def test_train_few_iterations_then_resume(tmp_path):
     final = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=True)
     for key, value in resumed["state_dict"].items():
         assert torch.equal(final["state_dict"][key], value), key
+    assert final["data_config"] == {"img_size": 32, "crop_pct": 0.875}  # what grad_cam.py uses
     # Evaluating the saved weights reproduces the metric logged when they were saved.
     again = tc.main(_args(data, out, "--eval-only", "--resume", os.path.join(out, "last.pth.tar")))
     assert again["top1"] == pytest.approx(metrics["top1"]) and again["samples"] == 12

@@ -78,7 +78,10 @@ def load_model(spec, num_classes=None, target_layer=None, img_size=None):
         if not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"checkpoint {checkpoint} of --model {spec} not found")
         raw = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        ckpt_args = vars(raw["args"]) if isinstance(raw, dict) and "args" in raw else {}
+        if isinstance(raw, dict) and "args" in raw:  # timm checkpoints: the training arguments
+            ckpt_args = vars(raw["args"])
+        elif isinstance(raw, dict):  # model_final.pth of tools/train_classifier.py
+            ckpt_args = raw.get("data_config", {})
         state_dict = load_state_dict(checkpoint, use_ema=True)
         num_classes = num_classes or _classifier_weight(state_dict).shape[0]
         classes_file = os.path.join(os.path.dirname(checkpoint), "classes.json")

@@ -27,7 +27,8 @@ run uses a small "shapes" recipe (64 px, batch 32, AdamW, four epochs, gradient 
 
 Checkpoints (``last.pth.tar``, ``model_best.pth.tar``: timm format, ``state_dict`` keys equal to
 ``dcdc.modeling.build_classifier``'s) go to ``--output`` with ``summary.csv``, ``log.txt`` and
-``classes.json``; at the end, ``model_final.pth`` holds the final weights as tensors only, the
+``classes.json``; at the end, ``model_final.pth`` holds the final weights (tensors, and the input
+size they expect), the
 input of ``tools/convert_classifier_to_d2.py``.
 """
 import argparse
@@ -495,9 +496,11 @@ def main(argv=None):
             logger.info(f"saved {os.path.join(args.output, 'last.pth.tar')} "
                         f"(best top-1 {best:.2f}% after epoch {best_epoch + 1})")
     if args.rank == 0:
-        # Tensors only (loads with torch.load(weights_only=True)), the input of
+        # Tensors and plain values only (loads with torch.load(weights_only=True)), the input of
         # tools/convert_classifier_to_d2.py and of timm's pretrained_cfg_overlay=dict(file=...).
-        final = {"state_dict": get_state_dict(model, unwrap_model)}
+        # data_config: the input the weights expect (tools/grad_cam.py resizes images to it).
+        final = {"state_dict": get_state_dict(model, unwrap_model),
+                 "data_config": {"img_size": args.img_size, "crop_pct": args.crop_pct}}
         if model_ema is not None:
             final["state_dict_ema"] = get_state_dict(model_ema, unwrap_model)
         torch.save(final, os.path.join(args.output, "model_final.pth"))
