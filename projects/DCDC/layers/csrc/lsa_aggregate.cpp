@@ -13,8 +13,16 @@
 // unit-stride multiply-add that the compiler vectorizes. Extra memory is one accumulator row per
 // thread. Reduced-precision inputs (fp16 / bf16) accumulate in float (at::opmath_type).
 //
+// Since the same task structure has the K^2 kernel rows of one (b, g, h) in hand, the fused
+// variant (lsa_fused_forward / lsa_fused_backward_generator) computes them there from the kernel
+// generator's last 1x1 conv, H = W_span @ hidden + bias, and in backward turns the kernel-gradient
+// rows straight into that conv's gradients: H and dL/dH never exist as whole tensors.
+//
 // Tasks are independent (each writes only its own rows), so at::parallel_for (OpenMP in the
-// PyTorch build) needs no atomics; results do not depend on the thread count.
+// PyTorch build) needs no atomics; results do not depend on the thread count, except the fused
+// backward's weight / bias gradients, summed from per-thread float64 partials.
+//
+// The module also binds the generator's depth-wise convs (depthwise_conv.cpp).
 #include <torch/extension.h>
 
 #include <ATen/OpMathType.h>
