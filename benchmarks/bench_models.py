@@ -132,7 +132,9 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", choices=["backbone", "maskrcnn"])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds; each case keeps its fastest (a slow process on "
+                        "a shared machine moved one ratio by up to 20%%)")
     args = parser.parse_args()
     if args.case:
         case = json.loads(args.case)
