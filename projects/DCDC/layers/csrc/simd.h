@@ -52,9 +52,9 @@ DCDC_INLINE RowTile broadcast_tile(float v) { return RowTile::broadcast_tile(v);
 #endif
 DCDC_INLINE RowTile load_tile(const float* p) {
   RowTile v;
-  __builtin_memcpy(&v, p, sizeof(v));
+  std::memcpy(&v, p, sizeof(v));
   return v;
 }
-DCDC_INLINE void store_tile(float* p, const RowTile& v) { __builtin_memcpy(p, &v, sizeof(v)); }
+DCDC_INLINE void store_tile(float* p, const RowTile& v) { std::memcpy(p, &v, sizeof(v)); }
 
 }  // namespace dcdc
