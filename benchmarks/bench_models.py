@@ -76,10 +76,10 @@ def _maskrcnn_case(args):
     # The same work in the heads for every backbone. A randomly initialised RPN's proposals
     # depend on the backbone: R50's left only the appended ground truth (4-9 ROIs per image,
     # NaN losses by the fourth step) while DCDC-R50's heads sampled 512, so the rows timed
-    # different head work (up to 1 s per iteration). With the
-    # RPN's objectness and delta convs zeroed, the proposals are the anchors in a fixed order
-    # for any backbone; lr 0 keeps them so (the SGD step still runs in full), and the ROI
-    # sampler draws from a re-seeded RNG each step. Every op still runs forward and backward.
+    # different head work (up to 1 s per iteration). With the RPN's objectness and delta convs
+    # zeroed, the proposals are the anchors in a fixed order for any backbone; lr 0 keeps them
+    # so (the SGD step still runs in full), and the ROI sampler draws from a re-seeded RNG each
+    # step. Every op still runs forward and backward.
     rpn_head = model.proposal_generator.rpn_head
     with torch.no_grad():
         for conv in (rpn_head.objectness_logits, rpn_head.anchor_deltas):

@@ -48,6 +48,11 @@ def native_available():
     return _native is not None and _native_enabled
 
 
+# The native float32 kernels work in tiles of 16 output columns (TW in csrc/simd.h); the fused
+# entry points need maps at least that wide.
+_NATIVE_MIN_WIDTH = 16
+
+
 def _use_native(x):
     return x.device.type == "cpu" and native_available()
 
@@ -230,7 +235,7 @@ def lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride=1):
     check_aggregate_inputs(x, hidden.new_empty(()).expand(kernel_shape), kernel_size, stride)
     if (_use_native(x) and x.dtype == hidden.dtype == weight.dtype == torch.float32
             and (bias is None or bias.dtype == torch.float32) and not torch.jit.is_tracing()
-            and kernel_shape[-1] >= 16 and x.shape[0] > 0):
+            and kernel_shape[-1] >= _NATIVE_MIN_WIDTH and x.shape[0] > 0):
         return _LSAGenerateAggregate.apply(x, hidden, weight, bias, kernel_size, stride)
     if torch.jit.is_tracing():
         kernels = F.conv2d(hidden, weight[:, :, None, None], bias).view(kernel_shape)

@@ -657,23 +657,32 @@ std::vector<at::Tensor> lsa_backward(const at::Tensor& grad_out_in, const at::Te
   return {grad_x, grad_k};
 }
 
+// Checks shared by the fused entry points: float32 x (B, C, H, W), hidden (B, R, H', W') and
+// weight (G*K*K, R); the kernels they stand for are (B, G, K*K, H', W').
+Geometry make_fused_geometry(const char* name, const at::Tensor& x, const at::Tensor& hidden,
+                             const at::Tensor& weight, int64_t kernel_size, int64_t stride) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && hidden.scalar_type() == at::kFloat &&
+                  weight.scalar_type() == at::kFloat,
+              name, ": float32 CPU tensors only; use the unfused path otherwise");
+  const int64_t taps = kernel_size * kernel_size;
+  TORCH_CHECK(hidden.dim() == 4 && weight.dim() == 2 && weight.size(1) == hidden.size(1) &&
+                  taps > 0 && weight.size(0) % taps == 0,
+              name, ": hidden ", hidden.sizes(), " and weight ", weight.sizes(),
+              " do not match (need weight (G*K*K, R) for hidden (B, R, H', W'), K = ",
+              kernel_size, ")");
+  const Geometry g = make_geometry(
+      x, {hidden.size(0), weight.size(0) / taps, taps, hidden.size(2), hidden.size(3)},
+      kernel_size, stride);
+  TORCH_CHECK(g.out_w >= TW, name, ": needs maps at least ", TW, " columns wide");
+  return g;
+}
+
 at::Tensor lsa_fused_forward(const at::Tensor& x_in, const at::Tensor& hidden_in,
                              const at::Tensor& weight_in, const c10::optional<at::Tensor>& bias_in,
                              int64_t kernel_size, int64_t stride) {
-  TORCH_CHECK(x_in.scalar_type() == at::kFloat && hidden_in.scalar_type() == at::kFloat &&
-                  weight_in.scalar_type() == at::kFloat,
-              "lsa_fused_forward: float32 CPU tensors only; use the unfused path otherwise");
-  TORCH_CHECK(hidden_in.dim() == 4 && weight_in.dim() == 2 &&
-                  hidden_in.size(0) == x_in.size(0) && weight_in.size(1) == hidden_in.size(1),
-              "lsa_fused_forward: hidden ", hidden_in.sizes(), " and weight ", weight_in.sizes(),
-              " do not match");
-  const int64_t taps = kernel_size * kernel_size;
-  TORCH_CHECK(weight_in.size(0) % taps == 0, "lsa_fused_forward: weight rows ",
-              weight_in.size(0), " are not a multiple of K*K = ", taps);
-  const Geometry g = make_geometry(x_in, {hidden_in.size(0), weight_in.size(0) / taps, taps,
-                                           hidden_in.size(2), hidden_in.size(3)},
-                                   kernel_size, stride);
-  TORCH_CHECK(g.out_w >= TW, "lsa_fused_forward: needs maps at least ", TW, " columns wide");
+  const Geometry g =
+      make_fused_geometry("lsa_fused_forward", x_in, hidden_in, weight_in, kernel_size, stride);
+  const int64_t taps = g.taps();
   const at::Tensor x = x_in.contiguous(), hidden = hidden_in.contiguous();
   const at::Tensor weight_t =
       weight_in.view({g.groups, taps, weight_in.size(1)}).transpose(1, 2).contiguous();
@@ -702,21 +711,12 @@ std::vector<at::Tensor> lsa_fused_backward_generator(const at::Tensor& grad_out_
                                                      const at::Tensor& hidden_in,
                                                      const at::Tensor& weight_in,
                                                      int64_t kernel_size, int64_t stride) {
-  TORCH_CHECK(grad_out_in.scalar_type() == at::kFloat && x_in.scalar_type() == at::kFloat &&
-                  hidden_in.scalar_type() == at::kFloat && weight_in.scalar_type() == at::kFloat,
-              "lsa_fused_backward_generator: float32 CPU tensors only");
-  const int64_t taps = kernel_size * kernel_size;
-  TORCH_CHECK(hidden_in.dim() == 4 && weight_in.dim() == 2 && weight_in.size(0) % taps == 0 &&
-                  weight_in.size(1) == hidden_in.size(1),
-              "lsa_fused_backward_generator: hidden ", hidden_in.sizes(), " and weight ",
-              weight_in.sizes(), " do not match");
-  const Geometry g = make_geometry(x_in, {hidden_in.size(0), weight_in.size(0) / taps, taps,
-                                           hidden_in.size(2), hidden_in.size(3)},
-                                   kernel_size, stride);
-  TORCH_CHECK(g.out_w >= TW, "lsa_fused_backward_generator: needs maps at least ", TW,
-              " columns wide");
-  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({g.batch, g.channels, g.out_h, g.out_w}),
-              "lsa_fused_backward_generator: grad_out has shape ", grad_out_in.sizes());
+  const Geometry g = make_fused_geometry("lsa_fused_backward_generator", x_in, hidden_in,
+                                         weight_in, kernel_size, stride);
+  TORCH_CHECK(grad_out_in.scalar_type() == at::kFloat &&
+                  grad_out_in.sizes() == at::IntArrayRef({g.batch, g.channels, g.out_h, g.out_w}),
+              "lsa_fused_backward_generator: grad_out has shape ", grad_out_in.sizes(), " ",
+              grad_out_in.scalar_type());
   const at::Tensor go = grad_out_in.contiguous(), x = x_in.contiguous(),
                    hidden = hidden_in.contiguous(), weight = weight_in.contiguous();
   const int64_t reduced = weight.size(1), rows_out = weight.size(0);
