@@ -173,6 +173,11 @@ def ensure_shapes_imagefolder(out_root=None, size=SHAPES_CLS_SIZE):
 
 
 # ----------------------------------------------------------------------------- arguments
+def _recipe_values(key):
+    """'0.1 imagenet, 0.008 shapes': a default per recipe, for the help texts."""
+    return ", ".join(f"{recipe[key]} {name}" for name, recipe in RECIPES.items())
+
+
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -210,14 +215,14 @@ def get_parser():
     g.add_argument("--batch-size", type=int, default=None, help="total over all processes")
     g.add_argument("--lr", type=float, default=None, help="absolute lr; default --lr-base scaled")
     g.add_argument("--lr-base", type=float, default=None,
-                   help="lr per --lr-base-size images (recipe: 0.1 imagenet, 0.008 shapes)")
+                   help=f"lr per --lr-base-size images (recipe: {_recipe_values('lr_base')})")
     g.add_argument("--lr-base-size", type=int, default=256)
     g.add_argument("--opt", default=None,
                    help="timm optimizer name (recipe: 'momentum' = SGD with classical momentum "
                    "for imagenet, 'adamw' for shapes; timm's 'sgd' is Nesterov)")
     g.add_argument("--momentum", type=float, default=0.9, help="for SGD-like optimizers")
     g.add_argument("--weight-decay", type=float, default=None,
-                   help="recipe: 1e-4 imagenet, 0.05 shapes (AdamW, decoupled)")
+                   help=f"recipe: {_recipe_values('weight_decay')} (decoupled for AdamW)")
     g.add_argument("--no-wd-norm-bias", action="store_true",
                    help="exclude norm and bias parameters from weight decay (the paper decays all)")
     g.add_argument("--sched", default="cosine", help="timm scheduler name")
