@@ -9,7 +9,7 @@ STAMP := $(VENV)/.dcdc-installed
 install: $(STAMP)
 
 # Idempotent: re-runs only when the venv is missing or these files change.
-$(STAMP): setup.py Makefile tools/install_detectron2.py $(wildcard projects/DCDC/layers/csrc/*)
+$(STAMP): setup.py Makefile tools/install_detectron2.py $(wildcard projects/DCDC/dcdc/layers/csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=23" wheel
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1

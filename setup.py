@@ -32,8 +32,8 @@ def native_extension_kwargs():
 
     ext = CppExtension(
         "dcdc._C",
-        ["projects/DCDC/layers/csrc/lsa_aggregate.cpp", "projects/DCDC/layers/csrc/depthwise_conv.cpp"],
-        depends=["projects/DCDC/layers/csrc/simd.h", "projects/DCDC/layers/csrc/depthwise_conv.h"],
+        ["projects/DCDC/dcdc/layers/csrc/lsa_aggregate.cpp", "projects/DCDC/dcdc/layers/csrc/depthwise_conv.cpp"],
+        depends=["projects/DCDC/dcdc/layers/csrc/simd.h", "projects/DCDC/dcdc/layers/csrc/depthwise_conv.h"],
         # OpenMP drives at::parallel_for; the runtime resolves to the libgomp torch loaded.
         extra_compile_args=["-O3", "-fopenmp"],
         extra_link_args=["-fopenmp"],
@@ -47,8 +47,9 @@ setup(
     version="0.1.0",
     description="Dual Complementary Dynamic Convolution (DCDC) and DCDC-ResNets for Detectron2",
     python_requires=">=3.10",
-    package_dir={"dcdc": "projects/DCDC"},
-    packages=["dcdc"] + [f"dcdc.{p}" for p in find_packages("projects/DCDC")],
+    # detectron2's project layout: projects/<Name>/<package>/ (folder name = import name)
+    package_dir={"": "projects/DCDC"},
+    packages=find_packages("projects/DCDC"),
     # torch/torchvision/detectron2 are installed by `make install` (see README): detectron2 is not
     # on PyPI, and a user's own detectron2 / CUDA torch must be kept.
     install_requires=["pycocotools", "opencv-python-headless", "matplotlib", "tabulate"],

@@ -170,7 +170,7 @@ def merge_yaml_config(cfg, config_file, opts):
             raise KeyError(
                 f"Config key {bad} from {source} does not exist."
                 f"{_suggest(bad, _all_keys(cfg))} DCDC keys live under MODEL.DCDC "
-                "(projects/DCDC/config.py); detectron2's in detectron2/config/defaults.py."
+                "(projects/DCDC/dcdc/config.py); detectron2's in detectron2/config/defaults.py."
             ) from None
     return cfg
 

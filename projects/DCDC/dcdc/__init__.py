@@ -2,7 +2,7 @@
 import importlib.util as _importlib_util
 
 from . import data, layers, modeling  # noqa: F401
-from .config import add_dcdc_config  # noqa: F401
+from .config import add_dcdc_config, get_dcdc_cfg  # noqa: F401
 
 if _importlib_util.find_spec("timm") is not None:
     # registers dcdc_resnet*, lsa_resnet*, rednet* with timm's model registry

@@ -6,9 +6,13 @@ OUT_FEATURES, STEM_OUT_CHANNELS, RES2_OUT_CHANNELS}``, ``MODEL.BACKBONE.FREEZE_A
 operators' kernel generators follow ``MODEL.RESNETS.NORM`` (so ``FREEZE_AT`` and FrozenBN freeze
 them with the rest of the block).
 """
-from detectron2.config import CfgNode as CN
+import difflib
 
-__all__ = ["add_dcdc_config", "operator_kwargs_from_cfg"]
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["add_dcdc_config", "get_dcdc_cfg", "merge_yaml_config", "suggest_key",
+           "operator_kwargs_from_cfg"]
 
 
 def add_dcdc_config(cfg):
@@ -63,3 +67,59 @@ def operator_kwargs_from_cfg(cfg):
         "gsi_kernel_size": d.GSI_KERNEL_SIZE,
         "gsi_scale": d.GSI_SCALE,
     }
+
+
+def get_dcdc_cfg(config_file=None, opts=(), freeze=False):
+    """detectron2's default config with the ``MODEL.DCDC`` keys, ``config_file`` (YAML) and the
+    ``KEY VALUE`` list ``opts`` merged in by :func:`merge_yaml_config`.
+
+    Every entry point (train_net.py, demo.py, tools/) builds its config with this.
+    """
+    cfg = get_cfg()
+    add_dcdc_config(cfg)
+    merge_yaml_config(cfg, config_file, opts)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def _all_keys(cfg, prefix=""):
+    keys = []
+    for k, v in cfg.items():
+        keys.append(prefix + k)
+        if isinstance(v, CN):
+            keys += _all_keys(v, prefix + k + ".")
+    return keys
+
+
+def suggest_key(key, candidates):
+    """" Did you mean X?" for the closest of ``candidates`` to ``key``, or ""."""
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def merge_yaml_config(cfg, config_file=None, opts=()):
+    """``merge_from_file`` + ``merge_from_list``; a key typo raises a ``KeyError`` that names the
+    key, where it came from, and the closest existing keys.
+
+    (yacs raises ``KeyError("Non-existent config key: K")`` for a file and
+    ``AssertionError("Non-existent key: K")`` for the command line.)
+    """
+    steps = [("the command line", cfg.merge_from_list, list(opts))]
+    if config_file:
+        steps.insert(0, (f"'{config_file}' (or one of its _BASE_ files)", cfg.merge_from_file,
+                         config_file))
+    for source, merge, arg in steps:
+        try:
+            merge(arg)
+        except (KeyError, AssertionError) as e:
+            msg = str(e.args[0]) if e.args else ""
+            if not msg.startswith(("Non-existent config key:", "Non-existent key:")):
+                raise
+            bad = msg.split(":", 1)[1].strip()
+            raise KeyError(
+                f"Config key {bad} from {source} does not exist."
+                f"{suggest_key(bad, _all_keys(cfg))} DCDC keys live under MODEL.DCDC "
+                "(dcdc/config.py); detectron2's in detectron2/config/defaults.py."
+            ) from None
+    return cfg
