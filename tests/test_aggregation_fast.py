@@ -59,7 +59,7 @@ def _assert_close_scaled(actual, expected, tol):
 @pytest.fixture(params=[True, False] if NATIVE else [False], ids=lambda n: "native" if n else "torch")
 def path(request, monkeypatch):
     """Run a test once on the native kernel (when built) and once on the PyTorch path."""
-    monkeypatch.setattr(aggregation, "_native_enabled", request.param)
+    monkeypatch.setenv("DCDC_BACKEND", "native" if request.param else "torch")
     return request.param
 
 
@@ -82,7 +82,7 @@ def test_native_equals_torch_path(shape, monkeypatch):
     x, kernels, grad, k, stride = _inputs(shape, torch.float32, seed=1)
     results = []
     for enabled in (True, False):
-        monkeypatch.setattr(aggregation, "_native_enabled", enabled)
+        monkeypatch.setenv("DCDC_BACKEND", "native" if enabled else "torch")
         results.append(_value_and_grads(lsa_aggregate, x, kernels, grad, k, stride))
     for fast, fallback in zip(*results):
         torch.testing.assert_close(fast, fallback, rtol=1e-5, atol=1e-5)

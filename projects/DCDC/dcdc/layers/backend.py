@@ -1,0 +1,90 @@
+"""Which implementation runs the ``torch.ops.dcdc`` operators: the ``DCDC_BACKEND`` variable.
+
+``DCDC_BACKEND`` is read at every call (so a test or a benchmark may change it between calls):
+
+* ``auto`` (default): CPU tensors use the native kernels ``dcdc._C`` when they were built,
+  CUDA tensors the Triton kernels when Triton is importable; everything else the PyTorch
+  composite.
+* ``native``: the C++ kernels ``dcdc._C`` (CPU tensors only; built at install time).
+* ``triton``: the Triton kernels (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``,
+  Triton's interpreter, which is how CI checks the GPU kernels without a GPU).
+* ``torch``: the pure-PyTorch composite, on any device (exact, slower; the reference path).
+
+A backend covers the cases it has kernels for (the native fused generation and depth-wise conv
+need float32, for instance); the rest of an operator runs the PyTorch composite. An unknown
+value, or a backend that cannot run the given tensors, raises ``RuntimeError`` naming the
+choices.
+"""
+import functools
+import importlib.util
+import logging
+import os
+
+__all__ = ["BACKENDS", "native_available", "triton_available", "resolve_backend", "native"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "native", "triton", "torch")
+ENV_VAR = "DCDC_BACKEND"
+
+try:  # built by setup.py when a C++ compiler is present; optional
+    from .. import _C as native
+except ImportError as e:  # not built, or built against another torch
+    native = None
+    logger.debug("dcdc._C not available (%s): CPU tensors use the PyTorch composite", e)
+
+
+def native_available():
+    """Whether the native CPU kernels ``dcdc._C`` were built and import."""
+    return native is not None
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available():
+    """Whether Triton is installed (it ships with the CUDA builds of torch)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpreting():
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def requested_backend():
+    """The value of ``DCDC_BACKEND`` (``auto`` when unset), checked against :data:`BACKENDS`."""
+    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if value not in BACKENDS:
+        raise RuntimeError(
+            f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a DCDC backend; choose one of "
+            f"{', '.join(BACKENDS)} (or unset it for auto)."
+        )
+    return value
+
+
+def resolve_backend(device):
+    """The backend that runs tensors on ``device`` (a ``torch.device``): native, triton or torch."""
+    value = requested_backend()
+    if value == "auto":
+        if device.type == "cpu" and native_available():
+            return "native"
+        if device.type == "cuda" and triton_available():
+            return "triton"
+        return "torch"
+    if value == "native" and not (device.type == "cpu" and native_available()):
+        why = ("dcdc._C was not built (reinstall with a C++ compiler, DCDC_BUILD_NATIVE=1)"
+               if not native_available() else f"it runs CPU tensors only, got {device.type}")
+        raise RuntimeError(f"{ENV_VAR}=native cannot run: {why}; choose one of "
+                           f"{', '.join(BACKENDS)}.")
+    if value == "triton":
+        if not triton_available():
+            raise RuntimeError(f"{ENV_VAR}=triton cannot run: triton is not installed; choose "
+                               f"one of {', '.join(BACKENDS)}.")
+        if device.type == "cpu" and not _interpreting():
+            raise RuntimeError(
+                f"{ENV_VAR}=triton got CPU tensors: Triton runs them only in its interpreter, "
+                "set TRITON_INTERPRET=1 before Triton is imported (or use DCDC_BACKEND=auto / "
+                "native / torch for CPU tensors)."
+            )
+        if device.type not in ("cpu", "cuda"):
+            raise RuntimeError(f"{ENV_VAR}=triton runs CUDA tensors, got {device.type}; choose "
+                               f"one of {', '.join(BACKENDS)}.")
+    return value
