@@ -1,13 +1,17 @@
-"""train_net.py fails early and clearly: missing COCO, missing weights, config-key typos; and picks
-the evaluators from the dataset."""
+"""The pre-flight checks of dcdc.engine, and train_net.py running them before anything is built:
+missing COCO, missing weights, config-key typos; and the evaluators picked from the dataset."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
-from detectron2.engine import default_argument_parser
 from detectron2.evaluation import (
     COCOEvaluator,
     COCOPanopticEvaluator,
@@ -15,22 +19,29 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
-from helpers import REPO, load_script
+import dcdc  # noqa: F401  registers the DCDC backbones
+from dcdc.config import get_dcdc_cfg
+from dcdc.engine import (build_evaluator, check_datasets, check_lazy_overrides, check_weights,
+                         lazy_dataset_names)
 
-train_net = load_script("train_net.py")
+REPO = Path(__file__).resolve().parents[1]
 
 
-def args_for(*argv):
-    return default_argument_parser().parse_args(list(argv))
+def run_train_net(cwd, *argv):
+    """``python train_net.py ARGV`` as a user runs it, from ``cwd``; (exit code, output)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("DETECTRON2_DATASETS", None)
+    proc = subprocess.run([sys.executable, str(REPO / "train_net.py"), *argv], cwd=cwd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    return proc.returncode, proc.stdout
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    """The checks must fire before anything is built."""
-    def fail(*a, **k):
-        raise AssertionError("a model was built before the check")
-    monkeypatch.setattr(train_net.Trainer, "build_model", classmethod(fail))
-    monkeypatch.setattr(train_net, "instantiate", fail)
+def coco_message(names, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # detectron2's builtin COCO paths are relative: datasets/coco/...
+    monkeypatch.delenv("DETECTRON2_DATASETS", raising=False)
+    with pytest.raises(FileNotFoundError) as e:
+        check_datasets(names)
+    return str(e.value)
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -38,63 +49,83 @@ def no_model(monkeypatch):
     ("configs/mask_rcnn_dcdc_r50.py", "coco/annotations/instances_train2017.json"),
     ("configs/panoptic_fpn_dcdc_r50_dcdc_neck.yaml", "coco_2017_train_panoptic_separated"),
 ])
-def test_missing_coco_fails_at_once(config, expected, tmp_path, monkeypatch, no_model):
-    monkeypatch.chdir(tmp_path)  # detectron2's builtin COCO paths are relative: datasets/coco/...
-    with pytest.raises(FileNotFoundError) as e:
-        train_net.main(args_for("--config-file", str(REPO / config), "MODEL.DEVICE", "cpu")
-                       if config.endswith(".yaml") else
-                       args_for("--config-file", str(REPO / config), "train.device=cpu"))
-    msg = str(e.value)
+def test_missing_coco_fails_at_once(config, expected, tmp_path, monkeypatch):
+    if config.endswith(".yaml"):
+        names = list(get_dcdc_cfg(str(REPO / config)).DATASETS.TRAIN)
+    else:
+        names = lazy_dataset_names(LazyConfig.load(str(REPO / config)),
+                                   "dataloader.train.dataset.names")
+    msg = coco_message(names, tmp_path, monkeypatch)
     assert expected in msg and "DETECTRON2_DATASETS" in msg
     assert str(tmp_path / "datasets") in msg  # the folder it looked in, made absolute
     assert "prepare_panoptic_fpn.py" in msg and "panoptic_stuff_" in msg
 
 
-def test_eval_only_checks_only_the_test_set(tmp_path, monkeypatch, no_model):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="instances_val2017.json"):
-        train_net.main(args_for("--config-file", str(REPO / "configs/faster_rcnn_r50.yaml"),
-                                "--eval-only"))
+@pytest.mark.parametrize("config, extra, expected", [
+    ("configs/mask_rcnn_dcdc_r50.py", ["train.device=cpu"], "instances_train2017.json"),
+    ("configs/faster_rcnn_r50.yaml", ["--eval-only"], "instances_val2017.json"),
+])
+def test_train_net_checks_before_building_anything(config, extra, expected, tmp_path):
+    """train_net.py runs the dataset check first (eval-only: the test set only) and stops
+    before default_setup logs or builds a model."""
+    code, log = run_train_net(tmp_path, "--config-file", str(REPO / config), *extra)
+    assert code != 0
+    assert f"FileNotFoundError: Dataset '" in log and expected in log, log[-3000:]
+    if "--eval-only" in extra:
+        assert "instances_train2017.json" not in log
+    assert "Model:" not in log and "Full config saved" not in log
+
+
+def test_lazy_dataset_names():
+    cfg = LazyConfig.load(str(REPO / "configs/retinanet_dcdc_r50.py"))
+    assert lazy_dataset_names(cfg, "dataloader.train.dataset.names") == ["coco_2017_train"]
+    assert lazy_dataset_names(cfg, "dataloader.nothing.names") == []
+    cfg.dataloader.test.dataset.names = ["a", "b"]
+    assert lazy_dataset_names(cfg, "dataloader.test.dataset.names") == ["a", "b"]
+
+
+def test_unregistered_dataset_names_close_matches():
+    with pytest.raises(KeyError, match=r"'coco_2017_trian' is not registered.*coco_2017_train"):
+        check_datasets(["coco_2017_trian"])
 
 
 def test_missing_weights_say_how_to_make_them(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
-        train_net.check_weights("pretrained/DCDC-R50.pkl", "MODEL.WEIGHTS")
+        check_weights("pretrained/DCDC-R50.pkl", "MODEL.WEIGHTS")
     assert "tools/convert_classifier_to_d2.py" in str(e.value)
     assert 'MODEL.WEIGHTS ""' in str(e.value)
-    train_net.check_weights("", "MODEL.WEIGHTS")  # from scratch
-    train_net.check_weights("detectron2://ImageNetPretrained/MSRA/R-50.pkl", "MODEL.WEIGHTS")
+    check_weights("", "MODEL.WEIGHTS")  # from scratch
+    check_weights("detectron2://ImageNetPretrained/MSRA/R-50.pkl", "MODEL.WEIGHTS")
     (tmp_path / "w.pkl").write_bytes(b"")
-    train_net.check_weights(str(tmp_path / "w.pkl"), "MODEL.WEIGHTS")
+    check_weights(str(tmp_path / "w.pkl"), "MODEL.WEIGHTS")
 
 
 def test_yaml_key_typo_names_the_key(tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text(f'_BASE_: "{REPO}/configs/faster_rcnn_dcdc_r50.yaml"\n'
                    'MODEL:\n  DCDC:\n    OPRATOR: "lsa"\n')
-    with pytest.raises(KeyError, match=r"MODEL\.DCDC\.OPRATOR.*typo\.yaml.*MODEL\.DCDC\.OPERATOR"):
-        train_net.setup(args_for("--config-file", str(bad)))
-    with pytest.raises(KeyError, match=r"MODEL\.DCDC\.NEK from the command line.*MODEL\.DCDC\.NECK"):
-        train_net.setup(args_for("--config-file", str(REPO / "configs/faster_rcnn_dcdc_r50.yaml"),
-                                 "MODEL.DCDC.NEK", "dcdc"))
-    cfg = train_net.setup(args_for("--config-file", str(REPO / "configs/faster_rcnn_dcdc_r50.yaml"),
-                                   "MODEL.DCDC.NECK", "involution"))
-    assert cfg.MODEL.DCDC.NECK == "involution" and cfg.MODEL.DCDC.OPERATOR == "dcdc"
+    code, log = run_train_net(tmp_path, "--config-file", str(bad))
+    assert code != 0
+    assert "KeyError" in log and "MODEL.DCDC.OPRATOR" in log and "MODEL.DCDC.OPERATOR" in log
+    assert "typo.yaml" in log
 
 
 def test_lazy_override_typo_names_the_key():
-    from detectron2.config import LazyConfig
-
     cfg = LazyConfig.load(str(REPO / "configs/retinanet_dcdc_r50.py"))
     with pytest.raises(KeyError, match=r"train\.max_itr.*Did you mean max_iter"):
-        train_net.check_lazy_overrides(cfg, ["train.max_itr=10"])
+        check_lazy_overrides(cfg, ["train.max_itr=10"])
     with pytest.raises(KeyError, match=r"model\.backbone\.bottom_up\.stages\.dept"):
-        train_net.check_lazy_overrides(cfg, ["model.backbone.bottom_up.stages.dept=26"])
+        check_lazy_overrides(cfg, ["model.backbone.bottom_up.stages.dept=26"])
     with pytest.raises(KeyError, match=r"model\.backbon"):
-        train_net.check_lazy_overrides(cfg, ["model.backbon.out_channels=128"])
-    # Existing keys, and arguments the LazyCall target accepts but the config leaves at default.
-    train_net.check_lazy_overrides(cfg, ["train.max_iter=10", "model.backbone.square_pad=0",
-                                         "model.backbone.bottom_up.stages.depth=26"])
+        check_lazy_overrides(cfg, ["model.backbon.out_channels=128"])
+    with pytest.raises(KeyError, match=r"train\.sed.*Did you mean seed"):
+        check_lazy_overrides(cfg, ["train.sed=1"])
+    # Existing keys, arguments the LazyCall target accepts but the config leaves at default,
+    # and dcdc's optional train.* keys.
+    check_lazy_overrides(cfg, ["train.max_iter=10", "model.backbone.square_pad=0",
+                               "model.backbone.bottom_up.stages.depth=26", "train.seed=3",
+                               "train.skip_unreadable_images=False",
+                               "train.expected_results=[['bbox','AP',1.0,0.1]]"])
 
 
 @pytest.fixture
@@ -118,9 +149,9 @@ def tiny_coco(tmp_path):
 
 
 def test_evaluators_follow_the_dataset(tiny_coco, tmp_path):
-    cfg = train_net.setup(args_for("--config-file", str(REPO / "configs/mask_rcnn_dcdc_r50.yaml"),
-                                   "OUTPUT_DIR", str(tmp_path / "out")))
-    assert isinstance(train_net.build_evaluator(cfg, tiny_coco), COCOEvaluator)
+    cfg = get_dcdc_cfg(str(REPO / "configs/mask_rcnn_dcdc_r50.yaml"),
+                       ["OUTPUT_DIR", str(tmp_path / "out")])
+    assert isinstance(build_evaluator(cfg, tiny_coco), COCOEvaluator)
     # A panoptic-separated dataset (metadata as detectron2 registers it): all three evaluators.
     name = tiny_coco + "_panoptic_separated"
     DatasetCatalog.register(name, lambda: [])
@@ -130,7 +161,7 @@ def test_evaluators_follow_the_dataset(tiny_coco, tmp_path):
         stuff_classes=["things", "sky"], thing_dataset_id_to_contiguous_id={1: 0},
         stuff_dataset_id_to_contiguous_id={0: 0, 2: 1}, thing_classes=["a"])
     try:
-        ev = train_net.build_evaluator(cfg, name)
+        ev = build_evaluator(cfg, name)
         assert isinstance(ev, DatasetEvaluators)
         assert {type(e) for e in ev._evaluators} == {
             COCOEvaluator, COCOPanopticEvaluator, SemSegEvaluator}
@@ -141,7 +172,7 @@ def test_evaluators_follow_the_dataset(tiny_coco, tmp_path):
     MetadataCatalog.get(name).set(evaluator_type="lvis")
     try:
         with pytest.raises(NotImplementedError, match="evaluator_type 'lvis'"):
-            train_net.build_evaluator(cfg, name)
+            build_evaluator(cfg, name)
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)

@@ -1,6 +1,9 @@
 """Training machinery that detectron2's engine leaves to the user: kill-safe checkpoints, exactly
-resumable data order, DDP on CPU, and clear errors for bad input."""
-from .checkpoint import AtomicPathManager, DCDCCheckpointer, RNGState
+resumable data order (one process or several), DDP on CPU, pre-flight checks and clear errors for
+bad input, for the YAML trainer (:class:`Trainer`) and the LazyConfig loop (:mod:`.lazy`)."""
+from .checkpoint import AtomicPathManager, DCDCCheckpointer, RNGState, periodic_checkpointer
+from .checks import check_datasets, check_lazy_overrides, check_weights, lazy_dataset_names
+from .defaults import Trainer, build_evaluator, build_resumable_train_loader, stopped_on_nan_message
 from .distributed import create_ddp_model
 from .guards import (
     SkipUnreadableImages,
@@ -8,6 +11,15 @@ from .guards import (
     check_norms_for_device,
     check_state_fits,
     drop_degenerate_annotations,
+)
+from .lazy import (
+    OPTIONAL_TRAIN_KEYS,
+    build_lazy_test_loader,
+    build_lazy_train_loader,
+    do_eval_only,
+    do_test,
+    do_train,
+    verify_lazy_results,
 )
 from .sampler import ResumableTrainingSampler
 
