@@ -77,3 +77,47 @@ def test_resumable_sampler_continues_the_stream():
     assert [i for _, i in zip(range(13), iter(resumed))] == [i for _, i in stream[12:]]
     with pytest.raises(ValueError, match="negative"):
         resumed.skip(-1)
+
+
+def test_ddp_saved_checkpoint_of_another_architecture_is_refused(tmp_path):
+    """A checkpoint written from a DistributedDataParallel model has "module."-prefixed names;
+    the fit check must see the names the model is matched with."""
+    narrow = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1))
+    torch.save({"model": {f"module.{k}": v for k, v in narrow.state_dict().items()}},
+               tmp_path / "ddp.pth")
+    wide = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 4, 1))
+    with pytest.raises(ValueError, match=r"(?s)ddp\.pth' does not fit.*0\.weight: \(8, 3, 3, 3\)"):
+        DCDCCheckpointer(wide).load(str(tmp_path / "ddp.pth"))
+    same = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1))
+    DCDCCheckpointer(same).load(str(tmp_path / "ddp.pth"))  # the prefix is stripped, it loads
+    assert torch.equal(same[0].weight, narrow[0].weight)
+
+
+def test_rng_state_of_another_world_size_warns_and_keeps_the_generators(tmp_path, caplog):
+    ckpt = DCDCCheckpointer(nn.Linear(2, 2), save_dir=str(tmp_path))
+    ckpt.save("model_final")
+    state = torch.load(tmp_path / "model_final.pth", weights_only=False)
+    assert len(state["rng"]["ranks"]) == 1  # one process: one state
+    state["rng"]["ranks"] *= 2  # as written by two processes
+    torch.save(state, tmp_path / "two.pth")
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with caplog.at_level("WARNING"):
+        ckpt.load(str(tmp_path / "two.pth"))
+    assert "RNG states of 2 processes, this run has 1" in caplog.text
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_rng_state_of_the_one_state_format_loads(tmp_path):
+    """Checkpoints written before the per-rank states held one state at "rng"."""
+    ckpt = DCDCCheckpointer(nn.Linear(2, 2), save_dir=str(tmp_path))
+    torch.manual_seed(1)
+    ckpt.save("model_final")
+    expected = torch.rand(3)
+    state = torch.load(tmp_path / "model_final.pth", weights_only=False)
+    state["rng"] = state["rng"]["ranks"][0]
+    torch.save(state, tmp_path / "old.pth")
+    torch.manual_seed(7)
+    ckpt.load(str(tmp_path / "old.pth"))
+    assert torch.equal(torch.rand(3), expected)

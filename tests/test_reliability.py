@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
+from detectron2.config import LazyConfig, get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.modeling import build_model
@@ -25,11 +25,13 @@ from detectron2.utils.events import EventStorage
 
 import dcdc  # noqa: F401
 from dcdc import add_dcdc_config
-from dcdc.engine import (DCDCCheckpointer, SkipUnreadableImages, UnreadableImageError,
-                         check_norms_for_device, drop_degenerate_annotations)
+from dcdc.engine import (DCDCCheckpointer, ResumableTrainingSampler, SkipUnreadableImages,
+                         UnreadableImageError, build_lazy_train_loader, check_norms_for_device,
+                         do_train, drop_degenerate_annotations, verify_lazy_results)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes_instant.yaml")
+INSTANT_LAZY = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes_instant.py")
 TINY = [
     "MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.DEVICE", "cpu",
     "DATASETS.TRAIN", "('shapes_mini_train',)", "DATASETS.TEST", "('shapes_mini_val',)",
@@ -39,6 +41,11 @@ TINY = [
     "MODEL.RESNETS.WIDTH_PER_GROUP", "16", "MODEL.FPN.OUT_CHANNELS", "64",
     "MODEL.ROI_BOX_HEAD.CONV_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
     "SEED", "7", "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0",
+]
+# The LazyConfig twin's counterpart of TINY (it builds a Panoptic FPN at 128 px).
+LAZY_TINY = [
+    "train.seed=7", "model.backbone.bottom_up.stem.out_channels=32",
+    "model.backbone.bottom_up.stages.res2_out_channels=64",
 ]
 
 
@@ -57,53 +64,91 @@ def env(tmp_path_factory):
             "CUDA_VISIBLE_DEVICES": ""}
 
 
-def train(env, out, *opts, extra_args=(), wait=True):
-    cmd = [sys.executable, "train_net.py", "--config-file", INSTANT, *extra_args, *TINY,
-           "OUTPUT_DIR", str(out), *opts]
+def train_net(env, out, argv, wait=True):
+    """``python train_net.py ARGV`` in the repository; with ``wait=False`` the running process
+    (in its own process group, so that a kill reaches every rank), output in out/stdout.txt."""
+    cmd = [sys.executable, "train_net.py", *argv]
     if not wait:  # output to a file: an unread pipe would fill up and block the child
         os.makedirs(out, exist_ok=True)
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(out / "stdout.txt", "w"),
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, start_new_session=True)
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=600)
     return proc.returncode, proc.stdout
+
+
+def train(env, out, *opts, extra_args=(), wait=True):
+    """The YAML instant quickstart, made tiny (TINY), writing to ``out``."""
+    return train_net(env, out, ["--config-file", INSTANT, *extra_args, *TINY,
+                                "OUTPUT_DIR", str(out), *opts], wait)
+
+
+def train_lazy(env, out, *overrides, extra_args=(), wait=True):
+    """Its LazyConfig twin, made as tiny (LAZY_TINY), writing to ``out``."""
+    return train_net(env, out, ["--config-file", INSTANT_LAZY, *extra_args, *LAZY_TINY,
+                                f"train.output_dir={out}", *overrides], wait)
 
 
 def final_state(path):
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
-def test_sigkill_then_resume_equals_uninterrupted(env, tmp_path):
-    schedule = ["SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "6",
-                "SOLVER.STEPS", "(4,)"]
-    code, log = train(env, tmp_path / "straight", *schedule)
+def final_metrics(folder):
+    rows = [json.loads(line) for line in open(folder / "metrics.json")]
+    return {k: v for k, v in [r for r in rows if "bbox/AP" in r][-1].items() if "AP" in k}
+
+
+def assert_kill_and_resume_equals_uninterrupted(run, folder, *opts, extra_args=()):
+    """``run`` (train or train_lazy) straight, and killed (SIGKILL to every process) once
+    model_0000003.pth is written, then resumed: same final weights and metrics."""
+    code, log = run(folder / "straight", *opts, extra_args=extra_args)
     assert code == 0, log[-3000:]
 
-    killed = tmp_path / "killed"
-    proc = train(env, killed, *schedule, wait=False)
+    killed = folder / "killed"
+    proc = run(killed, *opts, extra_args=extra_args, wait=False)
     deadline = time.time() + 600
     while not (killed / "model_0000003.pth").exists():  # the pointer moves after the rename
         assert proc.poll() is None and time.time() < deadline, (killed / "stdout.txt").read_text()
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "model_final.pth").exists()
-    code, log = train(env, killed, *schedule, extra_args=["--resume"])
+    code, log = run(killed, *opts, extra_args=[*extra_args, "--resume"])
     assert code == 0, log[-3000:]
-    assert "Starting training from iteration" in log and "from iteration 0" not in log
+    assert re.search(r"Starting training from iteration [1-9]", log), log[-3000:]
 
-    straight, resumed = final_state(tmp_path / "straight" / "model_final.pth"), final_state(
+    straight, resumed = final_state(folder / "straight" / "model_final.pth"), final_state(
         killed / "model_final.pth")
     assert straight.keys() == resumed.keys()
-    for k in straight:
-        assert torch.equal(torch.as_tensor(straight[k]), torch.as_tensor(resumed[k])), k
+    differ = [k for k in straight
+              if not torch.equal(torch.as_tensor(straight[k]), torch.as_tensor(resumed[k]))]
+    assert not differ, f"{len(differ)} of {len(straight)} tensors differ, e.g. {differ[:3]}"
+    assert final_metrics(folder / "straight") == final_metrics(killed)
+    return log
 
-    def final_metrics(folder):
-        rows = [json.loads(line) for line in open(folder / "metrics.json")]
-        return [r for r in rows if "bbox/AP" in r][-1]
 
-    a, b = final_metrics(tmp_path / "straight"), final_metrics(killed)
-    assert {k: v for k, v in a.items() if "AP" in k} == {k: v for k, v in b.items() if "AP" in k}
+def test_sigkill_then_resume_equals_uninterrupted(env, tmp_path):
+    assert_kill_and_resume_equals_uninterrupted(
+        lambda *a, **k: train(env, *a, **k), tmp_path,
+        "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "6",
+        "SOLVER.STEPS", "(4,)")
+
+
+def test_lazyconfig_sigkill_then_resume_equals_uninterrupted(env, tmp_path):
+    assert_kill_and_resume_equals_uninterrupted(
+        lambda *a, **k: train_lazy(env, *a, **k), tmp_path,
+        "train.max_iter=6", "train.checkpointer.period=2", "train.eval_period=6")
+
+
+def test_two_gloo_processes_sigkill_then_resume_equals_uninterrupted(env, tmp_path):
+    """Each rank resumes with its own RNG state (detectron2 seeds rank r with SEED + r): with
+    rank 0's state on every rank, rank 1 samples other proposals and the weights differ."""
+    log = assert_kill_and_resume_equals_uninterrupted(
+        lambda *a, **k: train(env, *a, **k), tmp_path,
+        "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "6",
+        "SOLVER.STEPS", "(4,)", "MODEL.RESNETS.NORM", "GN", "MODEL.DCDC.NECK_OPERATOR_NORM", "GN",
+        extra_args=["--num-gpus", "2"])
+    assert "RNG states of" not in log  # no world-size warning
 
 
 def test_two_gloo_processes_match_one(env, tmp_path):
@@ -208,6 +253,52 @@ def test_degenerate_annotations_are_dropped(broken_dataset, caplog):
     with EventStorage():
         losses = model([DatasetMapper(cfg, True)(d) for d in dicts[:2]])
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_lazyconfig_loader_skips_unreadable_images_and_drops_degenerate_annotations(
+        broken_dataset, caplog):
+    name, folder = broken_dataset
+    cfg = LazyConfig.load(INSTANT_LAZY)
+    cfg.dataloader.train.dataset.names = name
+    cfg.train.seed = 1
+    with caplog.at_level(logging.WARNING):
+        loader = build_lazy_train_loader(cfg)
+        assert "Dropped 2 degenerate annotations" in caplog.text
+        assert isinstance(loader.resumable_sampler, ResumableTrainingSampler)
+        batches = [batch for _, batch in zip(range(3), loader)]  # the first 4 draws: every image
+    seen = {d["file_name"] for batch in batches for d in batch}
+    assert seen <= {str(folder / "0.jpg"), str(folder / "1.jpg")}
+    assert f"Skipping unreadable image '{folder / '2.jpg'}'" in caplog.text
+    assert all(len(d["instances"]) == 1 for batch in batches for d in batch)
+
+
+def test_lazyconfig_syncbn_on_cpu_is_refused_before_training(tmp_path):
+    cfg = LazyConfig.load(INSTANT_LAZY)
+    cfg.model.backbone.bottom_up.stages.norm = "SyncBN"
+    cfg.train.output_dir = str(tmp_path)
+    with pytest.raises(ValueError, match="SyncBN .* On CPU use"):
+        do_train(cfg)
+    assert not os.listdir(tmp_path)
+
+
+def test_lazyconfig_eval_only_verifies_expected_results(env, tmp_path):
+    expect = "train.expected_results=[['bbox','AP',-1.0,0.5]]"  # AP >= 0: cannot match
+    code, log = train_lazy(env, tmp_path, expect, extra_args=["--eval-only"])
+    assert code == 1 and "Result verification failed" in log, log[-3000:]
+    assert "Evaluation results for bbox" in log or "copypaste: Task: bbox" in log
+
+
+def test_verify_lazy_results():
+    cfg = LazyConfig.load(INSTANT_LAZY)
+    results = {"bbox": {"AP": 40.0}, "segm": {"AP": 30.0}}
+    assert verify_lazy_results(cfg, results)  # nothing expected
+    cfg.train.expected_results = [["bbox", "AP", 39.5, 1.0], ["segm", "AP", 30.0, 0.1]]
+    assert verify_lazy_results(cfg, results)
+    cfg.train.expected_results = [["segm", "AP", 33.0, 1.0]]
+    with pytest.raises(SystemExit):
+        verify_lazy_results(cfg, results)
+    with pytest.raises(ValueError, match="no dataloader.evaluator"):
+        verify_lazy_results(cfg, None)
 
 
 def test_checkpoint_of_another_architecture_lists_keys(tmp_path, caplog):
