@@ -70,7 +70,7 @@ def test_train_net_checks_before_building_anything(config, extra, expected, tmp_
     before default_setup logs or builds a model."""
     code, log = run_train_net(tmp_path, "--config-file", str(REPO / config), *extra)
     assert code != 0
-    assert f"FileNotFoundError: Dataset '" in log and expected in log, log[-3000:]
+    assert "FileNotFoundError: Dataset '" in log and expected in log, log[-3000:]
     if "--eval-only" in extra:
         assert "instances_train2017.json" not in log
     assert "Model:" not in log and "Full config saved" not in log

@@ -20,14 +20,16 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 import dcdc  # noqa: F401
 from dcdc import add_dcdc_config
 from dcdc.engine import (DCDCCheckpointer, ResumableTrainingSampler, SkipUnreadableImages,
-                         UnreadableImageError, build_lazy_train_loader, check_norms_for_device,
-                         do_train, drop_degenerate_annotations, verify_lazy_results)
+                         Trainer, UnreadableImageError, build_lazy_train_loader,
+                         check_norms_for_device, do_train, drop_degenerate_annotations,
+                         verify_lazy_results)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes_instant.yaml")
@@ -253,6 +255,23 @@ def test_degenerate_annotations_are_dropped(broken_dataset, caplog):
     with EventStorage():
         losses = model([DatasetMapper(cfg, True)(d) for d in dicts[:2]])
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_trainer_is_defaulttrainer_with_dcdc_parts(env, tmp_path, monkeypatch):
+    """What detectron2's DefaultTrainer.__init__ builds is dcdc's: the loader it asks
+    build_train_loader for, the checkpointer its checkpoint hook saves with."""
+    monkeypatch.setenv("DETECTRON2_DATASETS", env["DETECTRON2_DATASETS"])
+    trainer = Trainer(tiny_cfg("OUTPUT_DIR", str(tmp_path)))
+    assert isinstance(trainer.checkpointer, DCDCCheckpointer)
+    (hook,) = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicCheckpointer)]
+    assert hook.checkpointer is trainer.checkpointer
+    sampler = trainer._trainer.data_loader.resumable_sampler
+    assert isinstance(sampler, ResumableTrainingSampler)
+    trainer.start_iter = 3  # as after loading a checkpoint of iteration 2
+    monkeypatch.setattr(DefaultTrainer, "resume_or_load", lambda self, resume: None)
+    trainer.resume_or_load(resume=True)
+    assert sampler._skip == 3 * 2  # iterations x SOLVER.IMS_PER_BATCH
+    assert "rng" in trainer.checkpointer.checkpointables
 
 
 def test_lazyconfig_loader_skips_unreadable_images_and_drops_degenerate_annotations(

@@ -118,7 +118,8 @@ class Trainer(DefaultTrainer):
         ret = super().build_hooks()
         if not comm.is_main_process():  # see periodic_checkpointer; before evaluation, as there
             at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
-            ret.insert(at, periodic_checkpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD))
+            ret.insert(at, periodic_checkpointer(self.checkpointer,
+                                                 self.cfg.SOLVER.CHECKPOINT_PERIOD))
         return ret
 
     def resume_or_load(self, resume=True):

@@ -113,7 +113,7 @@ def verify_lazy_results(cfg, results):
     if results is None:
         raise ValueError("train.expected_results is set but the config has no "
                          "dataloader.evaluator to produce results.")
-    expected = [list(e) for e in OmegaConf.to_container(OmegaConf.create(list(expected)))]
+    expected = [list(e) for e in expected]  # yacs takes lists, not omegaconf's ListConfigs
     return verify_results(CfgNode({"TEST": CfgNode({"EXPECTED_RESULTS": expected})}), results)
 
 
