@@ -4,14 +4,16 @@ Run from the repository root::
 
     .venv/bin/python -m benchmarks.bench_aggregation            # CPU, both sizes
     .venv/bin/python -m benchmarks.bench_aggregation --device cuda
+    .venv/bin/python -m benchmarks.bench_aggregation --device cuda --dtype bfloat16
 
 Sizes: the ResNet stage-2 operator (2x64x200x336, K=7) and the FPN P2 neck operator
 (2x256x200x320, K=7), 16 channels per group. Implementations, each in its own process:
 
 * ``unfold``: :func:`dcdc.layers.lsa_aggregate_unfold`, the official involution formulation;
-* ``shift``: :func:`dcdc.layers.lsa_aggregate` with ``DCDC_DISABLE_NATIVE=1`` (the pure-PyTorch
-  shift-and-accumulate path that CUDA and compiler-less installs use);
-* ``ours``: :func:`dcdc.layers.lsa_aggregate` as installed (the native kernel ``dcdc._C`` on CPU).
+* ``shift``: :func:`dcdc.layers.lsa_aggregate` with ``DCDC_BACKEND=torch`` (the pure-PyTorch
+  shift-and-accumulate composite);
+* ``ours``: :func:`dcdc.layers.lsa_aggregate` with ``DCDC_BACKEND=auto`` (the native kernel
+  ``dcdc._C`` on CPU, the Triton kernels on CUDA); the table names the backend that ran.
 
 A second table times the aggregation together with the 1x1 conv that makes its kernels (the
 kernel generator's last layer, R = C/4 -> G*K*K channels), as ``LSA.forward`` runs it:
@@ -34,8 +36,8 @@ import torch
 from benchmarks.common import format_table, machine_line, measure, run_case
 
 SIZES = {"stage2": (2, 64, 200, 336), "p2": (2, 256, 200, 320)}
-IMPLS = {"unfold": {}, "shift": {"DCDC_DISABLE_NATIVE": "1"}, "ours": {}}
-GENERATOR_IMPLS = {"conv + ours": {}, "fused": {}}
+IMPLS = {"unfold": {}, "shift": {"DCDC_BACKEND": "torch"}, "ours": {"DCDC_BACKEND": "auto"}}
+GENERATOR_IMPLS = {"conv + ours": {"DCDC_BACKEND": "auto"}, "fused": {"DCDC_BACKEND": "auto"}}
 
 
 def _case(args):
@@ -43,7 +45,7 @@ def _case(args):
     import torch.nn.functional as F
 
     from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
-    from dcdc.layers.aggregation import native_available
+    from dcdc.layers.backend import resolve_backend
 
     device = torch.device(args["device"])
     dtype = getattr(torch, args["dtype"])
@@ -87,7 +89,7 @@ def _case(args):
                 fn()
 
     result = measure(step, device, args["repeat"])
-    result["native"] = native_available() and device.type == "cpu" and args["impl"] != "unfold"
+    result["backend"] = "" if args["impl"] == "unfold" else resolve_backend(device)
     print(json.dumps(result))
 
 
@@ -121,7 +123,7 @@ def main():
                     r = run_case("benchmarks.bench_aggregation", case, env)
                     if "error" not in r:
                         r = {"seconds": r["seconds"] * batch, "extra_mb": r["extra_mb"] * batch,
-                             "native": False, "note": f" (batch 1 x{batch})"}
+                             "backend": "", "note": f" (batch 1 x{batch})"}
                     results[impl] = r
             ref = results["unfold"]
             for impl, r in results.items():
@@ -129,7 +131,7 @@ def main():
                 if "error" in r:
                     rows.append([shape, mode, impl, "failed: " + r["error"][:60], "", "", ""])
                     continue
-                name = impl + (" (native)" if r["native"] else "") + r.get("note", "")
+                name = impl + (f" ({r['backend']})" if r["backend"] else "") + r.get("note", "")
                 speedup = ref["seconds"] / r["seconds"] if "seconds" in ref else float("nan")
                 mem_ratio = r["extra_mb"] / ref["extra_mb"] if ref.get("extra_mb") else float("nan")
                 rows.append([shape, mode, name, f"{r['seconds'] * 1e3:.0f}", f"{speedup:.1f}x",

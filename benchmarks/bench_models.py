@@ -8,8 +8,8 @@ Run from the repository root::
 * ``backbone``: inference (eval, no grad) of the classification trunks
   ``dcdc.modeling.build_classifier(50, operator=...)`` at 1x3x800x1216: ResNet-50 in the same
   deep-stem layout (``operator="conv"``), DCDC-ResNet-50, RedNet-50, and DCDC-ResNet-50 without
-  the native kernels (``DCDC_DISABLE_NATIVE=1``: pure-PyTorch aggregation, oneDNN depth-wise
-  convs, as on an install without a compiler).
+  the native / Triton kernels (``DCDC_BACKEND=torch``: the PyTorch composite of the dcdc ops,
+  as on an install without a compiler).
 * ``maskrcnn``: one Mask R-CNN FPN training iteration (forward, backward, SGD step) at batch 2,
   512x512 images with 4 random instances each, ``configs/mask_rcnn_r50.yaml`` (detectron2's
   R50) vs ``configs/mask_rcnn_dcdc_r50.yaml``, random init (``MODEL.WEIGHTS ""``), with the
@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKBONES = [  # (label, operator, env)
     ("ResNet-50 (operator=conv)", "conv", {}),
     ("DCDC-ResNet-50", "dcdc", {}),
-    ("DCDC-ResNet-50, no native kernels", "dcdc", {"DCDC_DISABLE_NATIVE": "1"}),
+    ("DCDC-ResNet-50, DCDC_BACKEND=torch", "dcdc", {"DCDC_BACKEND": "torch"}),
     ("RedNet-50", "rednet", {}),
 ]
 DETECTORS = [
