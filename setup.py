@@ -6,14 +6,16 @@ from setuptools import find_packages, setup
 
 def native_extension_kwargs():
     """The optional native CPU kernels ``dcdc._C`` (LSA aggregation, the kernel generator's
-    depth-wise convs; C++ with OpenMP).
+    depth-wise convs; C++ with OpenMP), the ``native`` backend of the ``torch.ops.dcdc`` ops.
 
-    It is built with torch.utils.cpp_extension when torch and a C++ compiler are available.
-    Any failure (no torch at build time, no compiler, compile error, or ``DCDC_NO_NATIVE=1``)
-    only logs a warning: the package then installs without ``dcdc._C`` and
-    ``dcdc.layers.lsa_aggregate`` uses its pure-PyTorch path, which gives the same results.
+    It is built with torch.utils.cpp_extension when torch and a C++ compiler are available,
+    unless the build-time variable ``DCDC_BUILD_NATIVE=0`` (default 1) says not to. Any failure
+    (no torch at build time, no compiler, compile error) only logs a warning: the package then
+    installs without ``dcdc._C`` and CPU tensors use the PyTorch composite, which gives the same
+    results. Which backend runs is chosen at run time by ``DCDC_BACKEND`` (see
+    ``dcdc/layers/backend.py``).
     """
-    if os.environ.get("DCDC_NO_NATIVE", "0") not in ("", "0"):
+    if os.environ.get("DCDC_BUILD_NATIVE", "1").strip() in ("0", "false", "no"):
         return {}
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
