@@ -1,5 +1,6 @@
 """detectron2's ``DefaultTrainer`` for the YAML configs, through the overrides it offers."""
 import os
+import weakref
 from unittest import mock
 
 from detectron2.data import (
@@ -105,16 +106,16 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__ wraps the model and makes the checkpointer with the names of
-        # its own module; during it they are dcdc's.
-        with mock.patch.object(d2_defaults, "create_ddp_model", create_ddp_model), \
-                mock.patch.object(d2_defaults, "DetectionCheckpointer", DCDCCheckpointer):
+        # DefaultTrainer.__init__ wraps the model with the create_ddp_model of its own module,
+        # which passes device_ids to DDP, and DDP refuses device ids for CPU modules; during
+        # __init__ it is dcdc's (the same, with device_ids=None on the CPU).
+        with mock.patch.object(d2_defaults, "create_ddp_model", create_ddp_model):
             super().__init__(cfg)
-        if not isinstance(self.checkpointer, DCDCCheckpointer):  # a detectron2 that moved them
-            raise RuntimeError("detectron2's DefaultTrainer no longer builds its checkpointer "
-                               "with detectron2.engine.defaults.DetectionCheckpointer.")
 
     def build_hooks(self):
+        # Called at the end of DefaultTrainer.__init__, before any hook holds the checkpointer.
+        self.checkpointer = DCDCCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR,
+                                             trainer=weakref.proxy(self))
         ret = super().build_hooks()
         if not comm.is_main_process():  # see periodic_checkpointer; before evaluation, as there
             at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
