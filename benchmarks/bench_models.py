@@ -4,9 +4,11 @@ Run from the repository root::
 
     .venv/bin/python -m benchmarks.bench_models                 # both benchmarks, CPU
     .venv/bin/python -m benchmarks.bench_models --only backbone --device cuda
+    .venv/bin/python -m benchmarks.bench_models --device cuda --backbone-train --amp
 
 * ``backbone``: inference (eval, no grad) of the classification trunks
-  ``dcdc.modeling.build_classifier(50, operator=...)`` at 1x3x800x1216: ResNet-50 in the same
+  ``dcdc.modeling.build_classifier(50, operator=...)`` at 1x3x800x1216 (``--backbone-train``: a
+  training step, forward + backward, at batch 2): ResNet-50 in the same
   deep-stem layout (``operator="conv"``), DCDC-ResNet-50, RedNet-50, and DCDC-ResNet-50 without
   the native / Triton kernels (``DCDC_BACKEND=torch``: the PyTorch composite of the dcdc ops,
   as on an install without a compiler).
@@ -14,6 +16,9 @@ Run from the repository root::
   512x512 images with 4 random instances each, ``configs/mask_rcnn_r50.yaml`` (detectron2's
   R50) vs ``configs/mask_rcnn_dcdc_r50.yaml``, random init (``MODEL.WEIGHTS ""``), with the
   heads given identical work (anchors as proposals, see ``_maskrcnn_case``).
+
+``--amp`` runs both under ``torch.autocast(device, dtype=torch.bfloat16)`` (detectron2's
+``SOLVER.AMP.ENABLED``); the dcdc ops then run in bf16.
 
 Each case runs in its own process (see ``benchmarks/common.py``): median time of ``--repeat``
 calls after a warm-up, and the extra peak memory of those calls. The cases of a table run
@@ -47,12 +52,19 @@ def _backbone_case(args):
 
     device = torch.device(args["device"])
     torch.manual_seed(0)
-    model = build_classifier(50, operator=args["operator"], num_classes=None).to(device).eval()
-    x = torch.randn(1, 3, *args["size"], device=device)
+    model = build_classifier(50, operator=args["operator"], num_classes=None).to(device)
+    model.train(args["train"])
+    x = torch.randn(args["batch"], 3, *args["size"], device=device)
 
     def step():
-        with torch.no_grad():
-            model(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args["amp"]):
+            if not args["train"]:
+                with torch.no_grad():
+                    return model(x)
+            out = model(x)
+        model.zero_grad(set_to_none=True)
+        outs = out.values() if isinstance(out, dict) else [out]
+        sum(o.float().square().mean() for o in outs).backward()
 
     return measure(step, device, args["repeat"])
 
@@ -105,7 +117,8 @@ def _maskrcnn_case(args):
 
     def step():
         torch.manual_seed(0)
-        losses = model(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args["amp"]):
+            losses = model(batch)
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
@@ -132,6 +145,9 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", choices=["backbone", "maskrcnn"])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--backbone-train", action="store_true",
+                        help="time a backbone training step at batch 2 instead of inference")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds; each case keeps its fastest (a slow process on "
                         "a shared machine moved one ratio by up to 20%%)")
@@ -144,20 +160,24 @@ def main():
 
     device = torch.device(args.device)
     print(f"{machine_line(device)}\n")
+    precision = "bf16 autocast" if args.amp else "fp32"
     headers = ["model", "s", "time vs first row", "extra peak MiB", "memory vs first row"]
     tables = []
     if args.only in (None, "backbone"):
+        batch = 2 if args.backbone_train else 1
         cases = [(label, {"kind": "backbone", "operator": operator, "size": [800, 1216],
+                          "batch": batch, "train": args.backbone_train, "amp": args.amp,
                           "device": args.device, "repeat": args.repeat}, env)
                  for label, operator, env in BACKBONES]
         rows = _interleaved(cases, args.rounds)
-        tables.append(("Backbone inference, batch 1, 800x1216, fp32", rows))
+        what = "training step" if args.backbone_train else "inference"
+        tables.append((f"Backbone {what}, batch {batch}, 800x1216, {precision}", rows))
     if args.only in (None, "maskrcnn"):
         cases = [(label, {"kind": "maskrcnn", "config": config, "size": 512, "batch": 2,
-                          "device": args.device, "repeat": args.repeat}, {})
+                          "amp": args.amp, "device": args.device, "repeat": args.repeat}, {})
                  for label, config in DETECTORS]
         rows = _interleaved(cases, args.rounds)
-        tables.append(("Mask R-CNN training iteration, batch 2, 512x512, fp32", rows))
+        tables.append((f"Mask R-CNN training iteration, batch 2, 512x512, {precision}", rows))
     for title, rows in tables:
         ref = rows[0][1]
         out = []

@@ -25,14 +25,19 @@ BLOCK = 128
 
 
 @triton.jit
+def _channel_block(channels, group_channels, pixels, BLOCK: tl.constexpr):
+    """This program's (sample, channel) pair, its group and its block of ``pixels`` offsets."""
+    bc = tl.program_id(0).to(tl.int64)
+    b, c = bc // channels, bc % channels
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    return bc, b, c, c // group_channels, offs, offs < pixels
+
+
+@triton.jit
 def _forward_kernel(x_ptr, k_ptr, out_ptr, channels, group_channels, height, width, out_h, out_w,
                     sxb, sxc, sxh, sxw, skb, skg, skt, skh, skw,
                     K: tl.constexpr, STRIDE: tl.constexpr, BLOCK: tl.constexpr):
-    bc = tl.program_id(0).to(tl.int64)
-    b, c = bc // channels, bc % channels
-    g = c // group_channels
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < out_h * out_w
+    bc, b, c, g, offs, valid = _channel_block(channels, group_channels, out_h * out_w, BLOCK)
     oh, ow = offs // out_w, offs % out_w
     pad = (K - 1) // 2
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -54,11 +59,7 @@ def _forward_kernel(x_ptr, k_ptr, out_ptr, channels, group_channels, height, wid
 def _grad_x_kernel(go_ptr, k_ptr, gx_ptr, channels, group_channels, height, width, out_h, out_w,
                    sgb, sgc, sgh, sgw, skb, skg, skt, skh, skw,
                    K: tl.constexpr, STRIDE: tl.constexpr, BLOCK: tl.constexpr):
-    bc = tl.program_id(0).to(tl.int64)
-    b, c = bc // channels, bc % channels
-    g = c // group_channels
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < height * width
+    bc, b, c, g, offs, valid = _channel_block(channels, group_channels, height * width, BLOCK)
     ih, iw = offs // width, offs % width
     pad = (K - 1) // 2
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
