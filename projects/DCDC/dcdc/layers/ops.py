@@ -160,7 +160,8 @@ def _generator_grads(grad_kernels, hidden, weight, need_hidden, need_weight, nee
     if need_hidden:
         grad_hidden = torch.bmm(weight.t().expand(batch, -1, -1), gk).view(hidden.shape)
     if need_weight:
-        grad_weight = torch.einsum("bon,brn->or", gk, hidden.reshape(batch, reduced, -1))
+        flat_hidden = hidden.reshape(batch, reduced, out_h * out_w)
+        grad_weight = torch.einsum("bon,brn->or", gk, flat_hidden)
     if need_bias:
         grad_bias = gk.sum(dim=(0, 2))
     return grad_hidden, grad_weight, grad_bias
