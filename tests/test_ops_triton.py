@@ -23,6 +23,7 @@ CASES = ([("aggregate", s, d, "contiguous") for s in SHAPES for d in DTYPES]
          + [("aggregate", SHAPES[1], "float32", layout) for layout in LAYOUTS[1:]]
          + [("partial_grads", SHAPES[2], "float32", "contiguous"),
             ("generate_aggregate", SHAPES[1], "float32", "contiguous"),
+            ("module", SHAPES[1], "float32", "contiguous"),
             ("opcheck", SHAPES[0], "float32", "contiguous"),
             ("opcheck", SHAPES[0], "bfloat16", "contiguous")])
 
@@ -66,6 +67,22 @@ def _run_case(kind, shape, dtype_name, layout):
         torch.library.opcheck(torch.ops.dcdc.lsa_aggregate_backward,
                               [grad, x.detach(), kernels.detach(), k, stride, True, True])
         return {"max_error": 0.0}
+    if kind == "module":  # DCDCConv2d, stride 2, odd size: triton backend vs the torch composite
+        from dcdc.layers import DCDCConv2d
+
+        torch.manual_seed(0)
+        op = DCDCConv2d(16, kernel_size=3, stride=2)
+        x = torch.randn(2, 16, 7, 9)
+        results = []
+        for name in ("triton", "torch"):
+            os.environ["DCDC_BACKEND"] = name
+            op.zero_grad()
+            xin = x.clone().requires_grad_(True)
+            out = op(xin)
+            out.square().sum().backward()
+            results.append([out, xin.grad] + [p.grad for p in op.parameters()])
+        os.environ["DCDC_BACKEND"] = "triton"
+        return {"max_error": max(_max_error(a, e.double()) for a, e in zip(*results))}
     if kind == "generate_aggregate":
         reduced = 3
         hidden = torch.randn(batch, reduced, out_h, out_w, generator=gen)
