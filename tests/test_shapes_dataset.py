@@ -103,3 +103,27 @@ def test_bad_parameters():
         ShapesSplit("val", 2, 16)
     with pytest.raises(ValueError, match="num_images"):
         ShapesSplit("val", 0, 96)
+
+
+def test_split_resized_by_the_cli_is_what_the_registered_dataset_loads(tmp_path):
+    """``python -m dcdc.data.shapes --num-train N`` writes a split the registered dataset keeps
+    (not one the next load silently regenerates at the built-in size)."""
+    from detectron2.data import DatasetCatalog
+
+    from dcdc.data.shapes import SHAPES_SPLITS, main
+
+    root = str(tmp_path / "shapes")
+    main(["--root", root, "--num-train", "3", "--num-val", "2", "--image-size", "64"])
+    before = file_hashes(root)
+    name = "test_user_resized_shapes_train"
+    register_shapes(name, root, SHAPES_SPLITS["shapes_train"])
+    try:
+        dicts = DatasetCatalog.get(name)
+    finally:
+        for suffix in ("", "_panoptic_separated", "_panoptic_stuffonly"):
+            DatasetCatalog.remove(name + suffix)
+    assert len(dicts) == 3 and {(d["height"], d["width"]) for d in dicts} == {(64, 64)}
+    assert file_hashes(root) == before
+    # Another seed or generator version is not the user's resizing: still regenerated.
+    ensure_shapes(root, [ShapesSplit("val", 2, 64, seed=99)], keep_resized=True)
+    assert file_hashes(root)["val/000001.jpg"] != before["val/000001.jpg"]

@@ -377,26 +377,48 @@ def generate_shapes_split(root, spec):
                 f"of shapes/{spec.split} under {root}.")
 
 
-def _is_complete(root, spec):
+def _stored_params(root, spec):
+    """The parameters of the complete split ``spec.split`` under ``root``, or None."""
     stamp = _paths(root, spec.split)["stamp"]
     if not os.path.isfile(stamp):
-        return False
+        return None
     with open(stamp) as f:
-        return json.load(f) == spec.params()
+        return json.load(f)
 
 
-def ensure_shapes(root=None, splits=None):
+def _resized_by_user(stored, spec):
+    """Whether ``stored`` is ``spec`` drawn by this generator with another number of images or
+    image size, as ``python -m dcdc.data.shapes --num-train/--num-val/--image-size`` writes it."""
+    same = ("split", "seed", "generator_version")
+    return stored is not None and all(stored.get(k) == spec.params()[k] for k in same)
+
+
+def ensure_shapes(root=None, splits=None, keep_resized=False):
     """Generate the shapes splits that are missing or stale under ``root``; return the folder.
 
     Args:
         root: the "shapes" folder; default ``$DETECTRON2_DATASETS/shapes``.
         splits: iterable of :class:`ShapesSplit`; default the built-in :data:`SHAPES_SPLITS`.
+        keep_resized: keep a split on disk that differs from its spec only in ``num_images`` /
+            ``image_size`` (one written by ``python -m dcdc.data.shapes --num-train ...``), with
+            a warning that says so, instead of regenerating it. The registered datasets load
+            this way, so a split the user generated is the one they train on.
     """
     root = root or os.path.join(datasets_root(), "shapes")
     for spec in (SHAPES_SPLITS.values() if splits is None else splits):
-        if not _is_complete(root, spec):
-            logger.info(f"Generating shapes/{spec.split} ({spec.num_images} images) in {root} ...")
-            generate_shapes_split(root, spec)
+        stored = _stored_params(root, spec)
+        if stored == spec.params():
+            continue
+        if keep_resized and _resized_by_user(stored, spec):
+            logger.warning(
+                f"shapes/{spec.split} under {root} has {stored['num_images']} images of "
+                f"{stored['image_size']} px (written by python -m dcdc.data.shapes), not the "
+                f"built-in {spec.num_images} of {spec.image_size} px; using the files on disk. "
+                f"Delete {os.path.join(root, spec.split)} and {_paths(root, spec.split)['stamp']} "
+                "to get the built-in split.")
+            continue
+        logger.info(f"Generating shapes/{spec.split} ({spec.num_images} images) in {root} ...")
+        generate_shapes_split(root, spec)
     return root
 
 
@@ -429,7 +451,7 @@ class _GenerateThenLoad:
         self.root, self.spec, self.loader = root, spec, loader
 
     def __call__(self):
-        ensure_shapes(self.root, [self.spec])
+        ensure_shapes(self.root, [self.spec], keep_resized=True)
         return self.loader()
 
 
@@ -463,7 +485,11 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO)
     splits = [ShapesSplit("train", args.num_train, args.image_size, SHAPES_SPLITS["shapes_train"].seed),
               ShapesSplit("val", args.num_val, args.image_size, SHAPES_SPLITS["shapes_val"].seed)]
-    print(ensure_shapes(args.root, splits))
+    root = ensure_shapes(args.root, splits)
+    print(root)
+    if any(s.params() != SHAPES_SPLITS[f"shapes_{s.split}"].params() for s in splits):
+        print("The registered shapes_train / shapes_val load these files as they are (with a "
+              "warning); delete them to get the built-in splits back.")
 
 
 if __name__ == "__main__":
