@@ -19,46 +19,28 @@ import sys
 import time
 
 import cv2
-import numpy as np
 import tqdm
 
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine.defaults import DefaultPredictor
 from detectron2.utils.logger import setup_logger
-from detectron2.utils.visualizer import ColorMode, Visualizer
 
 import dcdc  # noqa: F401  registers the DCDC backbones and the built-in "shapes" datasets
-from dcdc import add_dcdc_config
+from dcdc.config import get_dcdc_cfg
+from dcdc.utils.visualization import draw_predictions
 
 logger = logging.getLogger("dcdc.demo")
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_dcdc_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_dcdc_cfg(args.config_file, args.opts)
     # One threshold for every kind of head, as in detectron2's demo.
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
     cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = args.confidence_threshold
     cfg.freeze()
     return cfg
-
-
-def draw_predictions(image_rgb, predictions, metadata, scale=1.0):
-    """Draw a model's output dict (panoptic_seg > instances > sem_seg) on an RGB image."""
-    visualizer = Visualizer(image_rgb, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
-    if "panoptic_seg" in predictions:
-        panoptic_seg, segments_info = predictions["panoptic_seg"]
-        return visualizer.draw_panoptic_seg_predictions(panoptic_seg.to("cpu"), segments_info)
-    if "instances" in predictions:
-        return visualizer.draw_instance_predictions(predictions["instances"].to("cpu"))
-    if "sem_seg" in predictions:
-        return visualizer.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).to("cpu"))
-    raise ValueError(f"Nothing to draw in the predictions (keys {sorted(predictions)}).")
 
 
 def expand_inputs(patterns):

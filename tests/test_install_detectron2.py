@@ -4,9 +4,10 @@ import io
 import zipfile
 from pathlib import Path
 
-from helpers import load_script
+import subprocess
+import sys
 
-installer = load_script("tools/install_detectron2.py")
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "install_detectron2.py"
 
 
 def test_pure_python_wheel(tmp_path):
@@ -19,7 +20,10 @@ def test_pure_python_wheel(tmp_path):
         z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp310-cp310-linux_x86_64\n")
         z.writestr(f"{info}/top_level.txt", "detectron2\ntools\n")
         z.writestr(f"{info}/RECORD", "stale\n")
-    out = installer.make_pure_python_wheel(str(src), str(tmp_path))
+    run = subprocess.run([sys.executable, str(TOOL), "--repack", str(src), str(tmp_path / "out")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout.strip()
     assert Path(out).name == "sal_detectron2-0.7.2-py3-none-any.whl"
     with zipfile.ZipFile(out) as z:
         names = set(z.namelist())

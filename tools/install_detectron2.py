@@ -14,7 +14,8 @@ Without ``_C``, COCOEvaluator falls back to pycocotools' COCOeval (exact, slower
 boxes / deformable convs are unavailable; DCDC uses neither.
 
 A detectron2 that already imports (e.g. a CUDA build from source) is left untouched.
-Usage: ``python tools/install_detectron2.py [--force]``.
+Usage: ``python tools/install_detectron2.py [--force | --repack WHEEL OUT_DIR]``.
+It imports nothing of this repository: it runs before ``dcdc`` (which needs detectron2) can.
 """
 import argparse
 import base64
@@ -100,12 +101,21 @@ def pip(*args):
     subprocess.run([sys.executable, "-m", "pip", *args], check=True)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--force", action="store_true", help="reinstall even if a working detectron2 is present"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--repack", nargs=2, metavar=("WHEEL", "OUT_DIR"),
+        help="only turn a downloaded sal-detectron2 wheel into the pure-Python one in OUT_DIR "
+             "(e.g. for an offline mirror) and print its path; installs nothing",
+    )
+    args = parser.parse_args(argv)
+    if args.repack:
+        os.makedirs(args.repack[1], exist_ok=True)
+        print(make_pure_python_wheel(*args.repack))
+        return
 
     found = detectron2_works()
     if found and not args.force:

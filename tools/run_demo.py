@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -31,35 +32,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.engine.defaults import DefaultPredictor  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
-from detectron2.utils.visualizer import Visualizer  # noqa: E402
 
-import dcdc  # noqa: E402  registers the DCDC backbones and the built-in "shapes" datasets
-from dcdc import add_dcdc_config  # noqa: E402
+import dcdc  # noqa: F401,E402  registers the DCDC backbones and the built-in "shapes" datasets
+from dcdc.config import get_dcdc_cfg  # noqa: E402
 from dcdc.data import ensure_shapes, shapes_split_of  # noqa: E402
 from dcdc.data.shapes import datasets_root  # noqa: E402
+from dcdc.utils.visualization import (  # noqa: E402
+    draw_ground_truth,
+    draw_predictions,
+    kernel_figure,
+    label,
+    save_figure,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from demo import draw_predictions  # noqa: E402
 
 logger = logging.getLogger("dcdc.run_demo")
 
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes.yaml")
-# Final-evaluation keys reported and the targets of the quickstart (issue 4).
+# Final-evaluation keys reported, with the quickstart's targets: what the README promises a
+# CPU run of `make demo` reaches.
 TARGETS = {"bbox/AP": 50.0, "segm/AP": 50.0, "panoptic_seg/PQ": 40.0}
-
-
-def load_cfg(config_file, opts):
-    cfg = get_cfg()
-    add_dcdc_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
-    return cfg
 
 
 def prepare_data(cfg):
@@ -137,46 +134,6 @@ def plot_curves(records, path):
     plt.close(fig)
 
 
-def ground_truth_panoptic(metadata, dataset_dict):
-    """(segment-id map, segments_info in model ids) of an image from the panoptic PNG + JSON."""
-    from panopticapi.utils import rgb2id
-
-    cache = metadata.get("_dcdc_panoptic_by_file", None)
-    if cache is None:
-        with open(metadata.panoptic_json) as f:
-            anns = json.load(f)["annotations"]
-        cache = {os.path.splitext(a["file_name"])[0]: a for a in anns}
-        metadata.set(_dcdc_panoptic_by_file=cache)
-    stem = os.path.splitext(os.path.basename(dataset_dict["file_name"]))[0]
-    ann = cache[stem]
-    png = read_image(os.path.join(metadata.panoptic_root, ann["file_name"]), format="RGB")
-    seg = rgb2id(png)
-    infos = []
-    for s in ann["segments_info"]:
-        isthing = s["category_id"] in metadata.thing_dataset_id_to_contiguous_id
-        mapping = (metadata.thing_dataset_id_to_contiguous_id if isthing
-                   else metadata.stuff_dataset_id_to_contiguous_id)
-        infos.append({"id": s["id"], "category_id": mapping[s["category_id"]], "isthing": isthing})
-    return torch.as_tensor(seg.astype(np.int64)), infos
-
-
-def draw_ground_truth(image_rgb, dataset_dict, metadata, scale):
-    visualizer = Visualizer(image_rgb, metadata, scale=scale)
-    if metadata.get("panoptic_json", None):
-        seg, infos = ground_truth_panoptic(metadata, dataset_dict)
-        return visualizer.draw_panoptic_seg(seg, infos).get_image()
-    return visualizer.draw_dataset_dict(dataset_dict).get_image()
-
-
-def label(image, text):
-    """The image with a white title band on top."""
-    band = np.full((22, image.shape[1], 3), 255, np.uint8)
-    import cv2
-
-    cv2.putText(band, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([band, image], axis=0)
-
-
 def visualize_predictions(cfg, output_dir, num_images, scale=3.0):
     """Ground truth | prediction for the first ``num_images`` test images; returns the paths."""
     dataset_name = cfg.DATASETS.TEST[0]
@@ -184,7 +141,6 @@ def visualize_predictions(cfg, output_dir, num_images, scale=3.0):
     predictor = DefaultPredictor(cfg)
     out_dir = os.path.join(output_dir, "predictions")
     os.makedirs(out_dir, exist_ok=True)
-    import cv2
 
     rows, paths = [], []
     for d in DatasetCatalog.get(dataset_name)[:num_images]:
@@ -226,7 +182,7 @@ def main(argv=None):
     setup_logger(name="dcdc")
     start = time.time()
     load_start = os.getloadavg()
-    cfg = load_cfg(args.config_file, args.opts)
+    cfg = get_dcdc_cfg(args.config_file, args.opts)
     output_dir = os.path.abspath(args.output_dir or cfg.OUTPUT_DIR)
     os.makedirs(output_dir, exist_ok=True)
     logger.info(f"{os.cpu_count()} CPUs, load average {load_start[0]:.1f}; output in {output_dir}")
@@ -247,13 +203,10 @@ def main(argv=None):
     cfg.freeze()
     vis = visualize_predictions(cfg, output_dir, args.num_vis)
 
-    from visualize_kernels import main as kernels_main  # tools/ is on sys.path as the script dir
-
     kernel_png = os.path.join(output_dir, f"kernels_{args.kernel_stage}.png")
     first_image = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]["file_name"]
-    kernels_main(["--config-file", args.config_file, "--input", first_image, "--output",
-                  kernel_png, "--stage", args.kernel_stage, "--opts", *args.opts,
-                  "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS])
+    save_figure(kernel_figure(DefaultPredictor(cfg), read_image(first_image, format="BGR"),
+                              cfg.INPUT.FORMAT, stage=args.kernel_stage), kernel_png)
 
     wall = time.time() - start
     results = {k: round(float(v), 2) for k, v in final.items()

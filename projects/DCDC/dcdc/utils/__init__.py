@@ -1,0 +1,1 @@
+"""Helpers shared by the entry points (demo.py, tools/): pictures."""
