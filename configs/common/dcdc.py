@@ -7,11 +7,9 @@ only what differs from the baseline; the result is plain LazyCall data that
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import ResNet
 
+from dcdc.layers.dcdc_conv import OPERATOR_DEFAULTS
 from dcdc.modeling import NECKS, DCDCFPN, DCDCStem, make_dcdc_stages
 
-# MODEL.DCDC defaults of dcdc/config.py, as keyword arguments of dcdc.layers.build_operator.
-OPERATOR_KWARGS = dict(group_channels=16, reduction=4, dw_kernel_size=3, gsi_kernel_size=1,
-                       gsi_scale=1.0)
 # The DCDC classifiers take RGB input normalized with the ImageNet mean / std (0-255 scale).
 PIXEL_MEAN = [123.675, 116.28, 103.53]
 PIXEL_STD = [58.395, 57.12, 57.375]
@@ -34,7 +32,7 @@ def dcdc_resnet(depth=50, operator="dcdc", out_features=("res2", "res3", "res4",
             norm=norm,
             operator=operator,
             kernel_size=kernel_size,
-            operator_kwargs=dict(OPERATOR_KWARGS),
+            operator_kwargs=dict(OPERATOR_DEFAULTS),
         ),
         out_features=list(out_features),
         freeze_at=freeze_at,

@@ -11,6 +11,8 @@ import difflib
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from .layers.dcdc_conv import OPERATOR_DEFAULTS
+
 __all__ = ["add_dcdc_config", "get_dcdc_cfg", "merge_yaml_config", "suggest_key",
            "operator_kwargs_from_cfg"]
 
@@ -20,6 +22,7 @@ def add_dcdc_config(cfg):
     config, in place."""
     _C = cfg
     _C.MODEL.DCDC = CN()
+    # The operator hyperparameters default to dcdc.layers.dcdc_conv.OPERATOR_DEFAULTS (DCDCConv2d's).
     # The spatial operator that replaces the 3x3 conv of every bottleneck and of the stem:
     # "dcdc" (LSA + GSI, the paper), "lsa" (LSA branch only, Table III), "rednet" (RedNet's
     # involution: no depth-wise convs in the kernel generator, no GSI branch) or "conv" (a plain
@@ -28,16 +31,16 @@ def add_dcdc_config(cfg):
     # LSA kernel size K of the bottleneck operators (the stem's operator always uses 3).
     _C.MODEL.DCDC.KERNEL_SIZE = 7
     # Channels sharing one LSA kernel; the operator has C / GROUP_CHANNELS kernel groups.
-    _C.MODEL.DCDC.GROUP_CHANNELS = 16
+    _C.MODEL.DCDC.GROUP_CHANNELS = OPERATOR_DEFAULTS["group_channels"]
     # 1 / alpha: width reduction inside the LSA kernel generator (alpha = 0.25 in the paper).
-    _C.MODEL.DCDC.REDUCTION = 4
+    _C.MODEL.DCDC.REDUCTION = OPERATOR_DEFAULTS["reduction"]
     # k_dw of the two depth-wise convs in the LSA kernel generator (Eq. 7; 3 in the paper,
     # 5 / 7 in Table IV). Ignored by "rednet", which has none.
-    _C.MODEL.DCDC.DW_KERNEL_SIZE = 3
+    _C.MODEL.DCDC.DW_KERNEL_SIZE = OPERATOR_DEFAULTS["dw_kernel_size"]
     # k_gsi, spatial size of the per-sample GSI kernel (1 in the paper, 3 / 5 in Table IV).
-    _C.MODEL.DCDC.GSI_KERNEL_SIZE = 1
+    _C.MODEL.DCDC.GSI_KERNEL_SIZE = OPERATOR_DEFAULTS["gsi_kernel_size"]
     # lambda: the GSI branch works on m = round(lambda * sqrt(C)) channels (1.0 in the paper).
-    _C.MODEL.DCDC.GSI_SCALE = 1.0
+    _C.MODEL.DCDC.GSI_SCALE = OPERATOR_DEFAULTS["gsi_scale"]
 
     # The FPN's per-level 3x3 output convs: "conv" (detectron2's FPN unchanged), "dcdc" (the
     # paper's DCDC neck: a DCDC operator on OUT_CHANNELS channels) or "involution" (RedNet's

@@ -11,6 +11,7 @@
 The Table III ablations are selected with ``DCDCConv2d(global_branch=...)`` and
 ``dw_kernel_size=0`` (RedNet's involution); :func:`build_operator` names them.
 """
+import inspect
 import math
 
 import torch
@@ -22,7 +23,8 @@ from detectron2.layers import Conv2d, get_norm
 from .aggregation import lsa_generate_aggregate
 from .depthwise import depthwise_conv
 
-__all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "OPERATORS", "gsi_channels"]
+__all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "OPERATORS", "OPERATOR_DEFAULTS",
+           "gsi_channels", "group_norm"]
 
 OPERATORS = ("dcdc", "lsa", "rednet", "conv")
 GLOBAL_BRANCHES = ("gsi", "conv_small", "conv_large", "none")
@@ -35,30 +37,30 @@ def _downsample(stride):
     return nn.AvgPool2d(stride, stride, ceil_mode=True)
 
 
-def _pointwise(conv, x, residual=None):
-    """Apply a 1x1, stride-1, ungrouped detectron2 ``Conv2d`` (with its norm / activation), and
-    add ``residual`` to its output when given (a conv without norm / activation).
+def _conv1x1(conv, x, addend=None):
+    """``conv(x)`` for a 1x1, stride-1, ungrouped detectron2 ``Conv2d`` (with its norm /
+    activation), or ``addend + conv(x)`` when ``addend`` is given (a conv without bias, norm or
+    activation).
 
     On CPU this is one GEMM on the (B, C, H*W) view of an NCHW tensor, with the bias or the
-    residual as the GEMM's additive input: the same sum, measured ~1.7x faster than
-    ``F.conv2d`` for the narrow 1x1 convs of the kernel generators (oneDNN reorders NCHW into a
-    blocked layout and back around each call), and no separate pass for the sum. Other devices,
-    non-contiguous inputs and JIT tracing (so fvcore's FLOP counter sees the convs it counts
-    per batch) call the module unchanged.
+    addend as the GEMM's additive input: the same sum without the NCHW <-> blocked-layout
+    reorders oneDNN makes around each ``F.conv2d`` of the kernel generators' narrow 1x1 convs,
+    and without a separate pass for the sum. Other devices, non-contiguous inputs and JIT
+    tracing (so fvcore's FLOP counter sees the convs it counts) call the module unchanged.
     """
     if (x.device.type != "cpu" or not x.is_contiguous() or x.numel() == 0
             or torch.jit.is_tracing()
             or conv.weight.shape[-2:] != (1, 1) or conv.groups != 1
             or tuple(conv.stride) != (1, 1) or tuple(conv.padding) != (0, 0)
-            or (residual is not None
+            or (addend is not None
                 and (conv.bias is not None or conv.norm is not None or conv.activation is not None))):
         y = conv(x)
-        return y if residual is None else residual + y
+        return y if addend is None else addend + y
     batch, channels, height, width = x.shape
     weight = conv.weight.view(1, conv.weight.shape[0], channels).to(x.dtype).expand(batch, -1, -1)
     flat = x.view(batch, channels, height * width)
-    if residual is not None:
-        add = residual.reshape(batch, -1, height * width)
+    if addend is not None:
+        add = addend.reshape(batch, -1, height * width)
     elif conv.bias is not None:
         add = conv.bias.to(x.dtype).view(1, -1, 1)
     else:
@@ -73,12 +75,16 @@ def _pointwise(conv, x, residual=None):
     return y
 
 
+def group_norm(channels):
+    """detectron2's "GN" (``GroupNorm(32, C)``) for any C: gcd(32, C) groups where 32 does not
+    divide C. The kernel generators are narrow (C/4 = 8 channels in the stem), where
+    ``GroupNorm(32, C)`` cannot be built."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
 def _generator_norm(norm, channels):
-    """detectron2's ``get_norm``, except that "GN" uses gcd(32, C) groups: the kernel generators
-    are narrow (C/4 = 8 channels in the stem), where ``GroupNorm(32, C)`` cannot be built."""
-    if norm == "GN":
-        return nn.GroupNorm(math.gcd(32, channels), channels)
-    return get_norm(norm, channels)
+    """detectron2's ``get_norm``, with :func:`group_norm` for "GN"."""
+    return group_norm(channels) if norm == "GN" else get_norm(norm, channels)
 
 
 def _check_input(module, x):
@@ -137,14 +143,14 @@ class LSA(nn.Module):
         h = self.pool(x)
         if self.dw_in is not None:
             h = depthwise_conv(self.dw_in, h)
-        h = _pointwise(self.reduce, h)
+        h = _conv1x1(self.reduce, h)
         if self.dw_hidden is not None:
             h = depthwise_conv(self.dw_hidden, h)
         return h
 
     def kernels(self, x):
         """H of Eq. 6/7: (B, G, K*K, H', W') per-pixel kernels."""
-        h = _pointwise(self.span, self.hidden(x))
+        h = _conv1x1(self.span, self.hidden(x))
         return h.view(h.shape[0], self.groups, self.kernel_size ** 2, h.shape[2], h.shape[3])
 
     def forward(self, x):
@@ -194,15 +200,19 @@ class GSI(nn.Module):
         p = self.kernel_gen(F.adaptive_avg_pool2d(z, 1))
         return p.view(z.shape[0], self.width, self.width, k, k)
 
-    def forward(self, x, residual=None):
-        """GSI(x), or ``residual + GSI(x)`` summed inside the last 1x1 conv's GEMM."""
+    def forward(self, x):
+        return self._forward_plus(x)
+
+    def _forward_plus(self, x, addend=None):
+        """GSI(x), or ``addend + GSI(x)`` summed inside the last 1x1 conv's GEMM (how
+        :class:`DCDCConv2d` adds the LSA branch without another pass over the output)."""
         _check_input(self, x)
-        z = _pointwise(self.reduce, x)
+        z = _conv1x1(self.reduce, x)
         if self.dynamic:
             z = per_sample_conv(self.pool(z), self.dynamic_kernels(z))   # Eq. 8
         else:
             z = self.static_conv(z)
-        return _pointwise(self.expand, z, residual)
+        return _conv1x1(self.expand, z, addend)
 
     def extra_repr(self):
         kind = "dynamic" if self.dynamic else "static 3x3 (Conv_small)"
@@ -266,10 +276,18 @@ class DCDCConv2d(nn.Module):
         y = self.lsa(x)
         if self.gsi is None:
             return y
-        return self.gsi(x, residual=y) if isinstance(self.gsi, GSI) else y + self.gsi(x)
+        return self.gsi._forward_plus(x, y) if isinstance(self.gsi, GSI) else y + self.gsi(x)
 
     def extra_repr(self):
         return f"channels={self.channels}, stride={self.stride}, global_branch={self.global_branch}"
+
+
+# The operator hyperparameters' defaults (the paper's settings), read from DCDCConv2d's signature
+# so that MODEL.DCDC (dcdc/config.py) and the LazyConfigs (configs/common/dcdc.py) cannot drift.
+OPERATOR_DEFAULTS = {
+    name: param.default for name, param in inspect.signature(DCDCConv2d).parameters.items()
+    if name in ("group_channels", "reduction", "dw_kernel_size", "gsi_kernel_size", "gsi_scale")
+}
 
 
 def build_operator(operator, channels, kernel_size=7, stride=1, norm="BN", **operator_kwargs):

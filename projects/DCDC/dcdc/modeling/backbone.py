@@ -10,16 +10,13 @@ The FPN is detectron2's, or :class:`DCDCFPN` when ``MODEL.DCDC.NECK`` is "dcdc" 
 Select one with e.g. ``MODEL.BACKBONE.NAME "build_dcdc_resnet_fpn_backbone"`` after
 ``dcdc.add_dcdc_config(cfg)``.
 """
-import math
-
-from torch import nn
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 
 from ..config import operator_kwargs_from_cfg
+from ..layers.dcdc_conv import group_norm
 from .neck import NECKS, DCDCFPN
 from .resnet import DEPTHS, DCDCStem, make_dcdc_stages
 
@@ -30,12 +27,6 @@ __all__ = [
     "build_fpn",
     "group_norm",
 ]
-
-
-def group_norm(channels):
-    """detectron2's "GN" (``GroupNorm(32, C)``) for any C: gcd(32, C) groups where 32 does not
-    divide C, as in the operators' kernel generators (C/4 = 8 channels in the stem)."""
-    return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
 def _norm(norm):
