@@ -30,6 +30,7 @@ from dcdc.data.semantic import (
     register_htc_instances,
 )
 from dcdc.data.shapes import SHAPES_SPLITS, _paths, ensure_shapes
+from dcdc.engine import check_datasets
 from dcdc.modeling.htc import HybridTaskCascadeROIHeads
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,15 +38,21 @@ CONFIGS = os.path.join(REPO, "configs")
 INSTANT = os.path.join(CONFIGS, "quickstart_htc_dcdc_shapes_instant.yaml")
 
 
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("datasets"))
-    names = [n + "_htc" for n in SHAPES_SPLITS] + ["coco_2017_train_htc", "coco_2017_val_htc"]
-    for n in names:  # re-register under the temporary root
+def _register_htc(root):
+    for n in [n + "_htc" for n in SHAPES_SPLITS] + ["coco_2017_train_htc", "coco_2017_val_htc"]:
         if n in DatasetCatalog.list():
             DatasetCatalog.remove(n)
+            MetadataCatalog.remove(n)
     register_all_htc(root)
-    return root
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    """The ``*_htc`` datasets registered under a temporary $DETECTRON2_DATASETS."""
+    root = str(tmp_path_factory.mktemp("datasets"))
+    _register_htc(root)
+    yield root
+    _register_htc(None)
 
 
 def _cfg(*opts):
@@ -219,6 +226,16 @@ def test_missing_maps_name_the_command(datasets, tmp_path):
     finally:
         DatasetCatalog.remove("htc_test_without_maps")
         MetadataCatalog.remove("htc_test_without_maps")
+
+
+def test_dataset_check_names_the_missing_coco_maps_and_the_command(datasets):
+    coco = os.path.join(datasets, "coco")
+    os.makedirs(os.path.join(coco, "annotations"), exist_ok=True)
+    os.makedirs(os.path.join(coco, "val2017"), exist_ok=True)
+    open(os.path.join(coco, "annotations", "instances_val2017.json"), "w").write("{}")
+    with pytest.raises(FileNotFoundError, match="stuffthingmaps_panoptic_val2017") as e:
+        check_datasets(["coco_2017_val_htc"])
+    assert PREPARE_COCO in str(e.value)
 
 
 @pytest.mark.parametrize("stem,paper", [("htc_r50", 80.0), ("htc_dcdc_r50_dcdc_neck", 68.3)])

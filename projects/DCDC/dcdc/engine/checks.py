@@ -23,7 +23,9 @@ COCO_LAYOUT = """\
 and, for the panoptic configs (*_panoptic_separated datasets):
   coco/annotations/panoptic_{train,val}2017.json
   coco/panoptic_{train,val}2017/             PNGs from annotations/panoptic_annotations_trainval2017.zip
-  coco/panoptic_stuff_{train,val}2017/       made by detectron2's datasets/prepare_panoptic_fpn.py"""
+  coco/panoptic_stuff_{train,val}2017/       made by detectron2's datasets/prepare_panoptic_fpn.py
+and, for the HTC configs (*_htc datasets), the panoptic files above and:
+  coco/stuffthingmaps_panoptic_{train,val}2017/  made by python -m dcdc.data.semantic --coco"""
 
 
 def check_datasets(names):
@@ -49,6 +51,11 @@ def check_datasets(names):
                                        "panoptic_root", "sem_seg_root")]
         for path in filter(None, paths):
             if not os.path.exists(path):
+                command = meta.get("prepare_command", None)
+                if path == meta.get("sem_seg_root") and command:
+                    raise FileNotFoundError(
+                        f"Dataset '{name}' needs its semantic maps in '{path}', which does not "
+                        f"exist. Make them (from COCO's panoptic annotations) with\n  {command}")
                 raise FileNotFoundError(
                     f"Dataset '{name}' needs '{path}', which does not exist.\n"
                     f"detectron2 looks for its builtin datasets under $DETECTRON2_DATASETS, "
