@@ -12,9 +12,7 @@ from torch import nn
 pytest.importorskip("pytorch_grad_cam")
 timm = pytest.importorskip("timm")
 import dcdc.modeling.timm_models  # noqa: E402,F401  (registers rednet26 etc.)
-from helpers import load_script  # noqa: E402
-
-gc = load_script("tools/grad_cam.py")
+from dcdc.utils import grad_cam as gc  # noqa: E402
 
 
 class RedDetector(nn.Module):

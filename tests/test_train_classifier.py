@@ -1,4 +1,4 @@
-"""tools/train_classifier.py: the built-in data cutter, top-k evaluation, train + resume, DDP."""
+"""tools/train_classifier.py (dcdc.utils.classifier_training, dcdc.data.classification): the built-in data cutter, top-k evaluation, train + resume, DDP."""
 import csv
 import json
 import os
@@ -12,13 +12,12 @@ import pytest
 import torch
 
 pytest.importorskip("timm")
-from helpers import load_script  # noqa: E402
+from dcdc.data.classification import cut_coco_objects  # noqa: E402
+from dcdc.utils import classifier_training as tc  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "train_classifier.py")
 
-
-tc = load_script("tools/train_classifier.py")
 
 
 def _write_coco(root):
@@ -53,7 +52,7 @@ def _write_coco(root):
 def test_cut_coco_objects(tmp_path):
     instances, images = _write_coco(str(tmp_path))
     out = str(tmp_path / "cls")
-    counts = tc.cut_coco_objects(instances, images, out, size=32, context=1.25)
+    counts = cut_coco_objects(instances, images, out, size=32, context=1.25)
     assert counts == {"square": 1, "circle": 1}  # the crowd box and the 4 px sliver are skipped
     square = cv2.imread(os.path.join(out, "square", "000001_0000001.png"))
     circle = cv2.imread(os.path.join(out, "circle", "000002_0000002.png"))
@@ -73,7 +72,7 @@ def test_cut_the_generated_shapes_files(tmp_path):
     with open(os.path.join(root, "annotations", "instances_train.json")) as f:
         anns = json.load(f)["annotations"]
     kept = [a for a in anns if min(a["bbox"][2:]) >= 8 and a["area"] >= 64]
-    counts = tc.cut_coco_objects(os.path.join(root, "annotations", "instances_train.json"),
+    counts = cut_coco_objects(os.path.join(root, "annotations", "instances_train.json"),
                                  os.path.join(root, "train"), str(tmp_path / "cls"), size=24)
     assert sorted(counts) == sorted(shapes.THING_CLASSES)
     assert sum(counts.values()) == len(kept) > 0
@@ -182,7 +181,7 @@ def test_shapes_recipe_learns(tmp_path):
     root, data = str(tmp_path / "shapes"), str(tmp_path / "cls")
     for split, num_images, seed in (("train", 200, 11), ("val", 40, 12)):
         shapes.generate_shapes_split(root, shapes.ShapesSplit(split, num_images, seed=seed))
-        tc.cut_coco_objects(os.path.join(root, "annotations", f"instances_{split}.json"),
+        cut_coco_objects(os.path.join(root, "annotations", f"instances_{split}.json"),
                             os.path.join(root, split), os.path.join(data, split))
     metrics = tc.main(["--data-dir", data, "--recipe", "shapes", "--output", str(tmp_path / "o"),
                        "--epochs", "4", "--warmup-epochs", "0",

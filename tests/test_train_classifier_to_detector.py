@@ -2,13 +2,14 @@
 the backbone of a detectron2 detector (tools/convert_classifier_to_d2.py), which then trains."""
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("timm")
-from helpers import load_script  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes_instant.yaml")
@@ -18,9 +19,8 @@ def test_pretrained_classifier_converts_and_detector_trains(tmp_path):
     for needed in ("tools/convert_classifier_to_d2.py", "train_net.py", INSTANT):
         if not os.path.isfile(os.path.join(REPO, needed)):
             pytest.fail(f"{needed} is missing")
-    tc = load_script("tools/train_classifier.py")
-    converter = load_script("tools/convert_classifier_to_d2.py")
-    train_net = load_script("train_net.py")
+    from dcdc.engine import Trainer
+    from dcdc.utils import classifier_training as tc
     from test_train_classifier import _image_folder
 
     # 1. Pretrain a DCDC-ResNet-26 for two iterations.
@@ -33,17 +33,14 @@ def test_pretrained_classifier_converts_and_detector_trains(tmp_path):
 
     # 2. Convert it, as the README says.
     pkl = str(tmp_path / "DCDC-R26-shapes.pkl")
-    assert converter.main([final, pkl]) == 0
+    run = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_classifier_to_d2.py"),
+                          final, pkl], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
 
     # 3. A Panoptic FPN with a full-width DCDC-R26 backbone loads it and trains a few iterations.
-    from detectron2.config import get_cfg
+    from dcdc.config import get_dcdc_cfg
 
-    from dcdc.config import add_dcdc_config
-
-    cfg = get_cfg()
-    add_dcdc_config(cfg)
-    cfg.merge_from_file(INSTANT)
-    cfg.merge_from_list([
+    cfg = get_dcdc_cfg(INSTANT, [
         "MODEL.WEIGHTS", pkl,
         "MODEL.RESNETS.STEM_OUT_CHANNELS", "64", "MODEL.RESNETS.RES2_OUT_CHANNELS", "256",
         "MODEL.RESNETS.WIDTH_PER_GROUP", "64", "MODEL.RESNETS.NORM", "FrozenBN",
@@ -52,9 +49,8 @@ def test_pretrained_classifier_converts_and_detector_trains(tmp_path):
         "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]",
         "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()",
         "OUTPUT_DIR", str(tmp_path / "det"),
-    ])
-    cfg.freeze()
-    trainer = train_net.Trainer(cfg)
+    ], freeze=True)
+    trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     backbone = trainer.model.backbone.bottom_up.state_dict()
     loaded = [k for k in classifier if k in backbone]
