@@ -127,3 +127,30 @@ def test_split_resized_by_the_cli_is_what_the_registered_dataset_loads(tmp_path)
     # Another seed or generator version is not the user's resizing: still regenerated.
     ensure_shapes(root, [ShapesSplit("val", 2, 64, seed=99)], keep_resized=True)
     assert file_hashes(root)["val/000001.jpg"] != before["val/000001.jpg"]
+
+
+def test_classification_crops_follow_the_split_on_disk(tmp_path, monkeypatch):
+    """The shapes ImageFolder is cut from the split the user generated, and recut when it changes."""
+    from dcdc.data.classification import ensure_shapes_imagefolder
+    from dcdc.data.shapes import main
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    root, cls = str(tmp_path / "shapes"), str(tmp_path / "cls")
+
+    def crops(split):
+        return sum(len(files) for _, _, files in os.walk(os.path.join(cls, split)))
+
+    def objects(split):
+        anns = json.load(open(os.path.join(root, "annotations", f"instances_{split}.json")))
+        return len(anns["annotations"]), len(anns["images"])
+
+    main(["--root", root, "--num-train", "2", "--num-val", "1", "--image-size", "64"])
+    ensure_shapes_imagefolder(cls, size=16)
+    assert objects("train")[1] == 2 and 0 < crops("train") <= objects("train")[0]
+    before = crops("train")
+    # Before the fix the built-in 1000-image split was regenerated here and cut instead.
+    main(["--root", root, "--num-train", "4", "--num-val", "1", "--image-size", "64"])
+    ensure_shapes_imagefolder(cls, size=16)
+    assert objects("train")[1] == 4 and before < crops("train") <= objects("train")[0]
+    stamp = json.load(open(os.path.join(cls, ".complete.json")))
+    assert sum(stamp["counts"]["train"].values()) == crops("train")

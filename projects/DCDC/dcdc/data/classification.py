@@ -10,7 +10,7 @@ import shutil
 
 import cv2
 
-from .shapes import SHAPES_SPLITS, datasets_root, ensure_shapes
+from .shapes import SHAPES_SPLITS, datasets_root, ensure_shapes, stored_params
 
 __all__ = ["cut_coco_objects", "ensure_shapes_imagefolder", "SHAPES_CLS_SIZE"]
 
@@ -71,11 +71,13 @@ def ensure_shapes_imagefolder(out_root=None, size=SHAPES_CLS_SIZE):
     the crops are rewritten only when they change. Returns ``out_root``.
     """
     out_root = out_root or os.path.join(datasets_root(), "shapes_cls")
-    shapes_root = ensure_shapes()
+    # The shapes splits as they are on disk (a resized one from python -m dcdc.data.shapes is
+    # kept, as for detection), and the crops are recut when those change.
+    shapes_root = ensure_shapes(keep_resized=True)
     stamp_path = os.path.join(out_root, ".complete.json")
     params = {"version": SHAPES_CLS_VERSION, "size": size,
               "shapes_root": os.path.abspath(shapes_root),
-              "splits": {k: v.params() for k, v in SHAPES_SPLITS.items()}}
+              "splits": {k: stored_params(shapes_root, v) for k, v in SHAPES_SPLITS.items()}}
     if os.path.isfile(stamp_path):
         with open(stamp_path) as f:
             if json.load(f).get("params") == params:

@@ -50,6 +50,7 @@ __all__ = [
     "shapes_split_of",
     "register_shapes",
     "register_all_shapes",
+    "stored_params",
     "datasets_root",
 ]
 
@@ -377,7 +378,7 @@ def generate_shapes_split(root, spec):
                 f"of shapes/{spec.split} under {root}.")
 
 
-def _stored_params(root, spec):
+def stored_params(root, spec):
     """The parameters of the complete split ``spec.split`` under ``root``, or None."""
     stamp = _paths(root, spec.split)["stamp"]
     if not os.path.isfile(stamp):
@@ -406,7 +407,7 @@ def ensure_shapes(root=None, splits=None, keep_resized=False):
     """
     root = root or os.path.join(datasets_root(), "shapes")
     for spec in (SHAPES_SPLITS.values() if splits is None else splits):
-        stored = _stored_params(root, spec)
+        stored = stored_params(root, spec)
         if stored == spec.params():
             continue
         if keep_resized and _resized_by_user(stored, spec):
