@@ -10,7 +10,10 @@ from detectron2.modeling import build_model
 
 from dcdc import add_dcdc_config
 
-from helpers import REPO, load_script
+from dcdc.modeling.analysis import count_parameters
+from dcdc.modeling.paper_results import DETECTOR_ROWS
+
+from helpers import REPO
 
 CONFIGS = REPO / "configs"
 # Our leaf configs: every paper row (the quickstart / shapes configs are tested with the data).
@@ -18,8 +21,6 @@ NAMES = sorted(p.stem for p in CONFIGS.glob("*.yaml")
                if not p.stem.startswith("Base-") and "quickstart" not in p.stem
                and "shapes" not in p.stem)
 
-
-analyze_model = load_script("tools/analyze_model.py")
 
 
 def yaml_cfg(name, *opts):
@@ -31,7 +32,7 @@ def yaml_cfg(name, *opts):
 
 
 def test_every_paper_row_has_both_config_forms():
-    rows = {r[4] for r in analyze_model.PAPER_ROWS}
+    rows = {r.config for r in DETECTOR_ROWS}
     assert rows <= set(NAMES), rows - set(NAMES)
     assert len(NAMES) >= 25
     for name in NAMES:
@@ -55,16 +56,15 @@ def test_yaml_and_lazyconfig_build_the_same_model(name):
     ys, zs = y.state_dict(), z.state_dict()
     assert sorted(ys) == sorted(zs)
     assert {k: tuple(v.shape) for k, v in ys.items()} == {k: tuple(v.shape) for k, v in zs.items()}
-    assert analyze_model.count_parameters(y) == analyze_model.count_parameters(z)
+    assert count_parameters(y) == count_parameters(z)
     assert [n for n, p in y.named_parameters() if not p.requires_grad] == \
         [n for n, p in z.named_parameters() if not p.requires_grad]
 
 
-@pytest.mark.parametrize("row", analyze_model.PAPER_ROWS, ids=lambda r: r[4])
+@pytest.mark.parametrize("row", DETECTOR_ROWS, ids=lambda r: r.config)
 def test_parameter_count_matches_paper(row):
-    *_, name, paper_params, _ = row
-    params = analyze_model.count_parameters(build_model(yaml_cfg(name))) / 1e6
-    assert params == pytest.approx(paper_params, rel=0.02), f"{name}: {params:.2f} M"
+    params = count_parameters(build_model(yaml_cfg(row.config))) / 1e6
+    assert params == pytest.approx(row.params_m, rel=0.02), f"{row.config}: {params:.2f} M"
 
 
 def test_lazyconfig_survives_detectron2_save_and_reload(tmp_path):
@@ -76,8 +76,8 @@ def test_lazyconfig_survives_detectron2_save_and_reload(tmp_path):
     LazyConfig.save(cfg, str(tmp_path / "config.yaml"))
     again = LazyConfig.load(str(tmp_path / "config.yaml"))
     a, b = instantiate(cfg.model), instantiate(again.model)
-    assert analyze_model.count_parameters(a) == analyze_model.count_parameters(b)
-    assert analyze_model.count_parameters(a) / 1e6 == pytest.approx(20.2, rel=0.02)  # R26 row
+    assert count_parameters(a) == count_parameters(b)
+    assert count_parameters(a) / 1e6 == pytest.approx(20.2, rel=0.02)  # R26 row
     # The stem follows the stages' operator hyperparameters, and so does the neck.
     again.model.backbone.bottom_up.stages.operator_kwargs.gsi_scale = 2.0
     m = instantiate(again.model)
@@ -97,3 +97,17 @@ def test_lazyconfig_optimizer_and_schedule_instantiate():
     assert sched(70000 / 90000) == pytest.approx(0.1)
     assert sched(85000 / 90000) == pytest.approx(0.01)
     assert cfg.dataloader.train.mapper.image_format == "RGB"
+
+
+def test_analyze_model_tool_prints_our_count_beside_the_paper():
+    """tools/analyze_model.py, run as a user runs it, reads the rows of dcdc.modeling.paper_results."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "analyze_model.py"), "--configs",
+         "retinanet_dcdc_r50", "--no-flops"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if "DCDC-ResNet50 | Convolution" in line]
+    assert len(lines) == 1 and "| 28.1 / 28.20 |" in lines[0], proc.stdout
+    assert "| RetinaNet | ResNet50 | Convolution | 37.7 / 37.97 |" in proc.stdout
