@@ -60,8 +60,9 @@ def test_rednet_variant_is_involution(width):
     torch.testing.assert_close(op(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_parameter_count_matches_design_formula():
-    """DESIGN.md §1 layer list for C=64, k=7, alpha=1/4, k_dw=3, m=8, k_gsi=1."""
+def test_parameter_count_matches_the_layer_formula():
+    """Parameters counted layer by layer from Eq. 7-10 for C=64, k=7, alpha=1/4, k_dw=3, m=8,
+    k_gsi=1: LSA = DW + PW(+norm) + DW + PW(+bias), GSI = PW(+norm) + PW(+bias) + PW."""
     c, k, g, hidden, m = 64, 7, 4, 16, 8
     lsa = 9 * c + c * hidden + 2 * hidden + 9 * hidden + hidden * k * k * g + k * k * g
     gsi = c * m + 2 * m + m * m * m + m * m + m * c
