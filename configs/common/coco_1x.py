@@ -1,4 +1,4 @@
-"""The paper's 1x detection schedule and COCO data (its detection "Implementation Details"), shared by every LazyConfig.
+"""The paper's 1x detection schedule and COCO data, shared by every LazyConfig.
 
 SGD lr 0.02 (RetinaNet 0.01), momentum 0.9, weight decay 1e-4, batch 16, 90k iterations
 (~12 COCO epochs) with x0.1 steps at 60k and 80k, 500 linear warm-up iterations from 0.001,
