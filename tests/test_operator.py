@@ -129,3 +129,16 @@ def test_bad_construction(build, match):
 def test_bad_input_shape(shape):
     with pytest.raises(ValueError, match=r"expects x of shape \(B, 32, H, W\)"):
         DCDCConv2d(32)(torch.randn(shape))
+
+
+def test_config_defaults_are_the_operator_defaults():
+    """MODEL.DCDC's operator keys default to DCDCConv2d's own defaults (one source)."""
+    import inspect
+
+    from dcdc.config import get_dcdc_cfg, operator_kwargs_from_cfg
+
+    signature = inspect.signature(DCDCConv2d).parameters
+    kwargs = operator_kwargs_from_cfg(get_dcdc_cfg())
+    assert kwargs == {name: signature[name].default for name in kwargs}
+    assert kwargs == {"group_channels": 16, "reduction": 4, "dw_kernel_size": 3,
+                      "gsi_kernel_size": 1, "gsi_scale": 1.0}  # the paper's settings
