@@ -13,13 +13,13 @@ from detectron2.config import get_cfg
 
 from .layers.dcdc_conv import OPERATOR_DEFAULTS
 
-__all__ = ["add_dcdc_config", "get_dcdc_cfg", "merge_yaml_config", "suggest_key",
+__all__ = ["add_dcdc_config", "add_htc_config", "get_dcdc_cfg", "merge_yaml_config", "suggest_key",
            "operator_kwargs_from_cfg"]
 
 
 def add_dcdc_config(cfg):
-    """Add the ``MODEL.DCDC`` keys (and ``DATALOADER.SKIP_UNREADABLE_IMAGES``) to a detectron2
-    config, in place."""
+    """Add the ``MODEL.DCDC`` and ``MODEL.HTC`` keys (and ``DATALOADER.SKIP_UNREADABLE_IMAGES``)
+    to a detectron2 config, in place."""
     _C = cfg
     _C.MODEL.DCDC = CN()
     # The operator hyperparameters default to dcdc.layers.dcdc_conv.OPERATOR_DEFAULTS (DCDCConv2d's).
@@ -57,6 +57,31 @@ def add_dcdc_config(cfg):
     # file name and trains on another image; False stops with an error naming the file.
     # Evaluation always stops, since skipping images would bias the metrics.
     _C.DATALOADER.SKIP_UNREADABLE_IMAGES = True
+    add_htc_config(cfg)
+
+
+def add_htc_config(cfg):
+    """Add the ``MODEL.HTC`` keys of the Hybrid Task Cascade heads (dcdc/modeling/htc.py), in
+    place; :func:`add_dcdc_config` calls it."""
+    _C = cfg
+    _C.MODEL.HTC = CN()
+    _C.MODEL.HTC.INTERLEAVED = True
+    _C.MODEL.HTC.MASK_INFO_FLOW = True
+    # The semantic branch; its features are added to the RoI features of SEMANTIC_FUSION.
+    _C.MODEL.HTC.SEMANTIC_ON = True
+    _C.MODEL.HTC.SEMANTIC_FUSION = ("box", "mask")
+    _C.MODEL.HTC.SEMANTIC_IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    # Level the semantic branch works at (and its RoIs are pooled from): p3, stride 8.
+    _C.MODEL.HTC.SEMANTIC_FUSION_LEVEL = "p3"
+    _C.MODEL.HTC.SEMANTIC_NUM_CONVS = 4
+    _C.MODEL.HTC.SEMANTIC_CONV_DIM = 256
+    _C.MODEL.HTC.SEMANTIC_NORM = ""
+    # Stuff+thing classes of the semantic maps (133 for maps made from COCO panoptic).
+    _C.MODEL.HTC.SEMANTIC_NUM_CLASSES = 133
+    _C.MODEL.HTC.SEMANTIC_IGNORE_VALUE = 255
+    _C.MODEL.HTC.SEMANTIC_LOSS_WEIGHT = 0.2
+    _C.MODEL.HTC.SEMANTIC_POOLER_RESOLUTION = 14
+    _C.MODEL.HTC.STAGE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
 
 
 def operator_kwargs_from_cfg(cfg):

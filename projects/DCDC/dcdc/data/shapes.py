@@ -107,7 +107,7 @@ SHAPES_SPLITS = {
     "shapes_mini_val": ShapesSplit("mini_val", num_images=8, image_size=128, seed=4),
 }
 
-_DERIVED_SUFFIXES = ("_panoptic_separated", "_panoptic_stuffonly")
+_DERIVED_SUFFIXES = ("_panoptic_separated", "_panoptic_stuffonly", "_htc")
 
 
 def shapes_split_of(dataset_name):

@@ -7,5 +7,6 @@ from .backbone import (
     group_norm,
     build_retinanet_dcdc_resnet_fpn_backbone,
 )
+from .htc import FusedSemanticHead, HTCMaskHead, HybridTaskCascade, HybridTaskCascadeROIHeads
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

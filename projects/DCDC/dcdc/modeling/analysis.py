@@ -23,9 +23,10 @@ from torch import nn
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch import PanopticFPN, RetinaNet
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, Instances
 
 from ..config import get_dcdc_cfg
+from .htc import HybridTaskCascadeROIHeads
 from .paper_results import BASELINES, CLASSIFIER_ROWS
 from .resnet import build_classifier
 
@@ -102,6 +103,9 @@ class DummyForward(nn.Module):
             [features[f] for f in m.proposal_generator.in_features]))
         roi_heads = m.roi_heads
         boxes = [Boxes(self.proposals)]
+        mask_boxes = [Boxes(self.proposals[: self.num_mask_rois])]
+        if isinstance(roi_heads, HybridTaskCascadeROIHeads):
+            return outputs + _htc_dummy_forward(roi_heads, features, boxes, mask_boxes, images)
         box_features = roi_heads.box_pooler([features[f] for f in roi_heads.box_in_features], boxes)
         if isinstance(roi_heads.box_head, nn.ModuleList):  # Cascade R-CNN: every stage, same boxes
             for head, predictor in zip(roi_heads.box_head, roi_heads.box_predictor):
@@ -109,13 +113,30 @@ class DummyForward(nn.Module):
         else:
             outputs.append(roi_heads.box_predictor(roi_heads.box_head(box_features)))
         if getattr(roi_heads, "mask_on", False):
-            mask_boxes = [Boxes(self.proposals[: self.num_mask_rois])]
             mask_features = roi_heads.mask_pooler(
                 [features[f] for f in roi_heads.mask_in_features], mask_boxes)
             outputs.append(roi_heads.mask_head.layers(mask_features))
         if isinstance(m, PanopticFPN):
             outputs.append(m.sem_seg_head.layers(features))
         return outputs
+
+
+def _htc_dummy_forward(roi_heads, features, boxes, mask_boxes, images):
+    """mmdetection's HTC ``forward_dummy``: the semantic branch, every box stage on the same
+    boxes, and the chained mask heads of every stage on the first mask boxes."""
+    semantic = roi_heads.semantic_head(features)[1] if roi_heads.semantic_head is not None \
+        else None
+    proposals = Instances(tuple(images.shape[-2:]), proposal_boxes=boxes[0])
+    box_features = [features[f] for f in roi_heads.box_in_features]
+    outputs = [semantic] + [roi_heads._run_stage(box_features, [proposals], k, semantic)
+                            for k in range(roi_heads.num_cascade_stages)]
+    if roi_heads.mask_on:
+        x = roi_heads._mask_roi_features(features, mask_boxes, semantic)
+        previous = None
+        for head in roi_heads.mask_head:
+            previous = head.mask_features(x, previous if roi_heads.mask_info_flow else None)
+            outputs.append(head.mask_logits(previous))
+    return outputs
 
 
 def count_flops(model, image_size=(800, 1280)):

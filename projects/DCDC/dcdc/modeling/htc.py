@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import META_ARCH_REGISTRY, ROI_HEADS_REGISTRY, ROI_MASK_HEAD_REGISTRY
@@ -35,31 +34,8 @@ from detectron2.modeling.roi_heads.mask_head import (
 from detectron2.structures import Boxes, ImageList, pairwise_iou
 from detectron2.utils.events import get_event_storage
 
-__all__ = ["add_htc_config", "FusedSemanticHead", "HTCMaskHead", "HybridTaskCascadeROIHeads",
+__all__ = ["FusedSemanticHead", "HTCMaskHead", "HybridTaskCascadeROIHeads",
            "HybridTaskCascade"]
-
-
-def add_htc_config(cfg):
-    """Add the ``MODEL.HTC`` keys (Hybrid Task Cascade), in place."""
-    _C = cfg
-    _C.MODEL.HTC = CN()
-    _C.MODEL.HTC.INTERLEAVED = True
-    _C.MODEL.HTC.MASK_INFO_FLOW = True
-    # The semantic branch; its features are added to the RoI features of SEMANTIC_FUSION.
-    _C.MODEL.HTC.SEMANTIC_ON = True
-    _C.MODEL.HTC.SEMANTIC_FUSION = ("box", "mask")
-    _C.MODEL.HTC.SEMANTIC_IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-    # Level the semantic branch works at (and its RoIs are pooled from): p3, stride 8.
-    _C.MODEL.HTC.SEMANTIC_FUSION_LEVEL = "p3"
-    _C.MODEL.HTC.SEMANTIC_NUM_CONVS = 4
-    _C.MODEL.HTC.SEMANTIC_CONV_DIM = 256
-    _C.MODEL.HTC.SEMANTIC_NORM = ""
-    # Stuff+thing classes of the semantic maps (133 for maps made from COCO panoptic).
-    _C.MODEL.HTC.SEMANTIC_NUM_CLASSES = 133
-    _C.MODEL.HTC.SEMANTIC_IGNORE_VALUE = 255
-    _C.MODEL.HTC.SEMANTIC_LOSS_WEIGHT = 0.2
-    _C.MODEL.HTC.SEMANTIC_POOLER_RESOLUTION = 14
-    _C.MODEL.HTC.STAGE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
 
 
 class FusedSemanticHead(nn.Module):

@@ -128,6 +128,10 @@ DETECTOR_ROWS = [
           185.1, (40.8, 24.2, 44.0, 53.0), (36.4, 19.9, 39.4, 49.1)),
     _mask("Mask R-CNN", "DCDC-ResNet50", "DCDC", "mask_rcnn_dcdc_r50_dcdc_neck", 32.5, 187.4,
           (41.7, 25.8, 45.1, 53.7), (37.1, 19.1, 39.9, 53.0)),
+    _mask("HTC", "ResNet50", "Convolution", "htc_r50", 80.0, 441.4,
+          (43.3, 24.3, 46.4, 57.7), (38.3, 19.9, 41.0, 53.0)),
+    _mask("HTC", "DCDC-ResNet50", "DCDC", "htc_dcdc_r50_dcdc_neck", 68.3, 368.7,
+          (46.1, 28.9, 49.2, 60.7), (40.6, 21.1, 43.2, 58.8)),
     _panoptic("ResNet50", "Convolution", "panoptic_fpn_r50", 46.0,
               (40.3, 47.8, 29.0), (77.8, 80.9, 73.2), (49.4, 57.6, 37.0)),
     _panoptic("RedNet50", "Convolution", "panoptic_fpn_rednet50", 36.0,
@@ -142,7 +146,7 @@ DETECTOR_ROWS = [
 
 # The row each detector's deltas are taken against: its ResNet-50 baseline.
 BASELINES = {"RetinaNet": "retinanet_r50", "Faster R-CNN": "faster_rcnn_r50",
-             "Mask R-CNN": "mask_rcnn_r50", "Panoptic FPN": "panoptic_fpn_r50"}
+             "Mask R-CNN": "mask_rcnn_r50", "HTC": "htc_r50", "Panoptic FPN": "panoptic_fpn_r50"}
 
 
 def detector_row(config):
