@@ -5,7 +5,7 @@ Usage: python tools/param_table.py   (1000-class ImageNet heads, as in Tables I,
 """
 from tabulate import tabulate
 
-from dcdc.modeling.paper_tables import classifier_param_table
+from dcdc.modeling.analysis import classifier_param_table
 
 
 def main():
