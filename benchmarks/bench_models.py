@@ -39,7 +39,7 @@ BACKBONES = [  # (label, operator, env)
     ("ResNet-50 (operator=conv)", "conv", {}),
     ("DCDC-ResNet-50", "dcdc", {}),
     ("DCDC-ResNet-50, DCDC_BACKEND=torch", "dcdc", {"DCDC_BACKEND": "torch"}),
-    ("RedNet-50", "rednet", {}),
+    ("RedNet-50", "involution", {}),
 ]
 DETECTORS = [
     ("Mask R-CNN R50-FPN", "configs/mask_rcnn_r50.yaml"),

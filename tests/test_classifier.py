@@ -17,7 +17,7 @@ def test_parameter_table_matches_paper():
 
 @pytest.mark.parametrize(
     "depth, operator, kwargs",
-    [(26, op, {}) for op in ("dcdc", "lsa", "rednet", "conv")]
+    [(26, op, {}) for op in ("dcdc", "lsa", "involution", "conv")]
     + [(26, "dcdc", {"global_branch": "conv_small"}), (26, "dcdc", {"global_branch": "conv_large"}),
        (26, "dcdc", {"gsi_kernel_size": 3, "gsi_scale": 1.5, "dw_kernel_size": 5})]
     + [(d, "dcdc", {}) for d in (38, 50, 101)],

@@ -74,7 +74,7 @@ def test_explicit_architecture_is_used_and_a_mismatch_refused(tmp_path):
     assert convert_checkpoint(src, str(ok), depth=26, variant="lsa")[:2] == (26, "lsa")
     # The explicit choice is not silently replaced by the inferred one: each is refused.
     for depth, variant, message in [(50, None, "MISSING from the checkpoint: res2.1.conv1.weight"),
-                                    (None, "rednet", "NOT IN THE BACKBONE"),
+                                    (None, "involution", "NOT IN THE BACKBONE"),
                                     (None, "dcdc", "not a dcdc classifier"),
                                     (None, "conv_large", "MISSING from the checkpoint")]:
         out = tmp_path / f"refused_{depth}_{variant}.pkl"

@@ -86,7 +86,7 @@ def test_out_features_and_plain_backbone():
 
 
 @pytest.mark.parametrize("depth", sorted(DEPTHS))
-@pytest.mark.parametrize("operator", ["dcdc", "rednet"])
+@pytest.mark.parametrize("operator", ["dcdc", "involution"])
 def test_backbone_is_the_classifier_without_head(depth, operator):
     """Same names and shapes as the ImageNet classifier: converted weights load one to one."""
     cfg = cfg_for("faster_rcnn_dcdc_r50", "MODEL.BACKBONE.NAME", "build_dcdc_resnet_backbone",
@@ -112,8 +112,8 @@ def test_dcdc_and_involution_necks():
     op = dcdc.fpn_output2.operator
     assert isinstance(op, DCDCConv2d) and isinstance(op.gsi, GSI) and op.lsa.dw_in is not None
     assert op.lsa.kernel_size == 7 and op.channels == 256
-    rednet_op = inv.fpn_output2.operator
-    assert rednet_op.gsi is None and rednet_op.lsa.dw_in is None
+    involution = inv.fpn_output2.operator
+    assert involution.gsi is None and involution.lsa.dw_in is None
     # The DCDC neck is lighter than the 3x3 output convs it replaces: ~2.0 M fewer parameters
     # over a four-level FPN (the paper's neck rows against the convolution-neck rows).
     def n(m):

@@ -45,10 +45,10 @@ def test_gsi_is_eq8_to_10_per_sample():
 
 
 @pytest.mark.parametrize("width", [9, 37])  # output 5 wide: unfused path; 19 wide: fused on CPU
-def test_rednet_variant_is_involution(width):
-    """operator="rednet" computes RedNet's involution (official unfold formulation)."""
+def test_involution_operator_is_rednets_involution(width):
+    """operator="involution" computes RedNet's involution (official unfold formulation)."""
     torch.manual_seed(0)
-    op = build_operator("rednet", 32, kernel_size=7, stride=2).eval()
+    op = build_operator("involution", 32, kernel_size=7, stride=2).eval()
     lsa = op.lsa
     assert lsa.dw_in is None and lsa.dw_hidden is None and op.gsi is None
     x = torch.randn(2, 32, 11, width)
@@ -60,6 +60,12 @@ def test_rednet_variant_is_involution(width):
     torch.testing.assert_close(op(x), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_old_operator_name_rednet_is_refused_naming_involution():
+    """RedNet is the network; the operator is "involution": the old value points at the new."""
+    with pytest.raises(ValueError, match='"involution"'):
+        build_operator("rednet", 32)
+
+
 def test_parameter_count_matches_the_layer_formula():
     """Parameters counted layer by layer from Eq. 7-10 for C=64, k=7, alpha=1/4, k_dw=3, m=8,
     k_gsi=1: LSA = DW + PW(+norm) + DW + PW(+bias), GSI = PW(+norm) + PW(+bias) + PW."""
@@ -68,7 +74,7 @@ def test_parameter_count_matches_the_layer_formula():
     gsi = c * m + 2 * m + m * m * m + m * m + m * c
     assert _count(DCDCConv2d(64)) == lsa + gsi
     assert _count(build_operator("lsa", 64)) == lsa
-    assert _count(build_operator("rednet", 64)) == lsa - 9 * c - 9 * hidden
+    assert _count(build_operator("involution", 64)) == lsa - 9 * c - 9 * hidden
     assert _count(DCDCConv2d(64, global_branch="conv_small")) == lsa + gsi - (m ** 3 + m * m) + 9 * m * m
     assert _count(DCDCConv2d(64, global_branch="conv_large")) == lsa + 9 * c * c
     assert _count(build_operator("conv", 64)) == 9 * c * c
@@ -115,7 +121,7 @@ def test_extra_repr_shows_hyperparameters():
         (lambda: DCDCConv2d(40), "channels=40 is not divisible by group_channels=16"),
         (lambda: DCDCConv2d(32, kernel_size=4), "kernel_size must be odd"),
         (lambda: DCDCConv2d(32, global_branch="big"), "global_branch must be one of"),
-        (lambda: build_operator("involution", 32), "operator must be one of"),
+        (lambda: build_operator("conv_large", 32), "operator must be one of"),
         (lambda: LSA(32, dw_kernel_size=2), "dw_kernel_size must be odd"),
         (lambda: GSI(32, gsi_kernel_size=2), "gsi_kernel_size must be odd"),
     ],

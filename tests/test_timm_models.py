@@ -8,7 +8,7 @@ from dcdc.modeling import DEPTHS, build_classifier  # noqa: E402
 from dcdc.modeling.paper_tables import count_parameters  # noqa: E402
 from dcdc.modeling.timm_models import TIMM_MODEL_NAMES  # noqa: E402  (registers the models)
 
-OPERATORS = {"dcdc_resnet": "dcdc", "lsa_resnet": "lsa", "rednet": "rednet"}
+OPERATORS = {"dcdc_resnet": "dcdc", "lsa_resnet": "lsa", "rednet": "involution"}
 
 
 def _split(name):

@@ -34,7 +34,7 @@ VARIANTS = {
     "conv_small": ("dcdc", "conv_small"),
     "conv_large": ("dcdc", "conv_large"),
     "lsa": ("lsa", None),
-    "rednet": ("rednet", None),
+    "involution": ("involution", None),
     "conv": ("conv", None),
 }
 WRAPPERS = ("state_dict", "model", "model_state", "state_dict_ema")

@@ -14,7 +14,7 @@ from ..layers import build_operator
 __all__ = ["NECKS", "NeckOperator", "DCDCFPN"]
 
 # neck name (MODEL.DCDC.NECK) -> operator name of dcdc.layers.build_operator; "conv" is the plain FPN.
-NECKS = {"conv": None, "dcdc": "dcdc", "involution": "rednet", "lsa": "lsa"}
+NECKS = {"conv": None, "dcdc": "dcdc", "involution": "involution", "lsa": "lsa"}
 
 
 class NeckOperator(nn.Module):

@@ -59,7 +59,7 @@ def _table1(prefix, operator, params):
 
 
 CLASSIFIER_ROWS = [
-    *_table1("RedNet", "rednet", ((26, 9.23), (38, 12.39), (50, 15.54), (101, 25.65))),
+    *_table1("RedNet", "involution", ((26, 9.23), (38, 12.39), (50, 15.54), (101, 25.65))),
     *_table1("DCDC-ResNet", "dcdc", ((26, 9.36), (38, 12.58), (50, 15.8), (101, 26.19))),
     ClassifierRow("III", "DCDC-26 LSA only", dict(depth=26, operator="lsa"), 9.26),
     ClassifierRow("III", "DCDC-26 Conv_small", dict(depth=26, global_branch="conv_small"), 9.34),

@@ -99,7 +99,7 @@ def build_classifier(depth, operator="dcdc", num_classes=1000, norm="BN", **oper
 
     Args:
         depth: 26, 38, 50 or 101.
-        operator: "dcdc", "lsa", "rednet" (RedNet) or "conv" (ResNet baseline, same layout).
+        operator: "dcdc", "lsa", "involution" (RedNet) or "conv" (ResNet baseline, same layout).
         num_classes: size of the final linear layer.
         operator_kwargs: forwarded to :class:`dcdc.layers.DCDCConv2d`, e.g. ``dw_kernel_size``,
             ``gsi_kernel_size``, ``gsi_scale``, ``global_branch``.

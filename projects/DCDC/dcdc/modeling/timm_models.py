@@ -38,7 +38,7 @@ from .resnet import DEPTHS, DCDCStem, make_dcdc_stages
 __all__ = ["DCDCResNet", "TIMM_MODEL_NAMES"]
 
 _STAGES = ("res2", "res3", "res4", "res5")
-_PREFIXES = {"dcdc": "dcdc_resnet", "lsa": "lsa_resnet", "rednet": "rednet"}
+_PREFIXES = {"dcdc": "dcdc_resnet", "lsa": "lsa_resnet", "involution": "rednet"}
 
 
 class DCDCResNet(nn.Module):
@@ -46,7 +46,7 @@ class DCDCResNet(nn.Module):
 
     Args:
         depth: 26, 38, 50 or 101 (blocks per stage in :data:`dcdc.modeling.DEPTHS`).
-        operator: "dcdc", "lsa", "rednet" or "conv" (see :func:`dcdc.layers.build_operator`).
+        operator: "dcdc", "lsa", "involution" or "conv" (see :func:`dcdc.layers.build_operator`).
         num_classes: classifier outputs; 0 gives pooled features (timm convention).
         in_chans: input channels.
         global_pool: timm pool type ("avg", "max", "avgmax", ...; "" keeps the feature map).

@@ -106,7 +106,7 @@ def find_operator(resnet, stage, block):
         op = blocks[block].conv2
     if not isinstance(op, DCDCConv2d):
         raise TypeError(f"{stage}[{block}].conv2 is a {type(op).__name__}, not a DCDC operator: "
-                        "the model must use MODEL.DCDC.OPERATOR 'dcdc', 'lsa' or 'rednet'.")
+                        "the model must use MODEL.DCDC.OPERATOR 'dcdc', 'lsa' or 'involution'.")
     return op
 
 
