@@ -57,6 +57,16 @@ def test_every_variant_round_trips_into_its_backbone(tmp_path, variant):
     assert os.listdir(tmp_path / "out") == ["d2.pkl"]  # no temporary file left
 
 
+def test_conv_large_is_identified_by_its_global_conv():
+    """A Conv_large checkpoint has ``conv2.global_conv.weight`` (not ``gsi``); one whose
+    tensors match no variant is refused instead of being guessed."""
+    sd = _variant_model("conv_large").state_dict()
+    assert "res2.0.conv2.global_conv.weight" in sd and not any(".gsi." in k for k in sd)
+    renamed = {k.replace(".global_conv.", ".gsi."): v for k, v in sd.items()}
+    with pytest.raises(ConversionError, match="match none of the variants"):
+        infer_architecture(renamed)
+
+
 def test_ablation_hyperparameters_are_inferred():
     sd = _variant_model("dcdc", dw_kernel_size=5, gsi_kernel_size=3, gsi_scale=1.5).state_dict()
     assert infer_architecture(sd) == (

@@ -80,6 +80,23 @@ def test_parameter_count_matches_the_layer_formula():
     assert _count(build_operator("conv", 64)) == 9 * c * c
 
 
+def test_global_branch_attributes_say_what_they_hold():
+    """"gsi" / "conv_small" keep a GSI in ``gsi``; "conv_large" a plain 3x3 conv C->C in
+    ``global_conv``, and the output is LSA + that conv."""
+    torch.manual_seed(0)
+    for branch, dynamic in (("gsi", True), ("conv_small", False)):
+        op = DCDCConv2d(32, global_branch=branch)
+        assert isinstance(op.gsi, GSI) and op.gsi.dynamic == dynamic and op.global_conv is None
+    op = DCDCConv2d(32, stride=2, global_branch="conv_large").eval()
+    assert op.gsi is None and op.global_conv.weight.shape == (32, 32, 3, 3)
+    assert {k.split(".")[0] for k in op.state_dict()} == {"lsa", "global_conv"}
+    x = torch.randn(2, 32, 9, 9)
+    expected = op.lsa(x) + F.conv2d(x, op.global_conv.weight, stride=2, padding=1)
+    torch.testing.assert_close(op(x), expected, rtol=1e-5, atol=1e-5)
+    none = DCDCConv2d(32, global_branch="none")
+    assert none.gsi is None and none.global_conv is None
+
+
 @pytest.mark.parametrize("branch", ["gsi", "conv_small", "conv_large", "none"])
 def test_variants_forward_backward(branch):
     op = DCDCConv2d(32, stride=2, global_branch=branch)

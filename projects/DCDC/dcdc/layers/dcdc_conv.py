@@ -253,6 +253,10 @@ class DCDCConv2d(nn.Module):
         norm: detectron2 norm name for the norms inside both generators (see ``get_norm``).
         global_branch: "gsi" (DCDC), "conv_small" / "conv_large" (Table III ablations), or
             "none" (LSA only).
+
+    The global branch lives in one of two attributes, the other being None: ``gsi``, a
+    :class:`GSI` (dynamic for "gsi", with a static 3x3 conv m->m for "conv_small"), or
+    ``global_conv``, the plain 3x3 conv C->C of "conv_large".
     """
 
     def __init__(self, channels, kernel_size=7, stride=1, group_channels=16, reduction=4,
@@ -263,20 +267,21 @@ class DCDCConv2d(nn.Module):
             raise ValueError(f"global_branch must be one of {GLOBAL_BRANCHES}, got {global_branch!r}.")
         self.channels, self.stride, self.global_branch = channels, stride, global_branch
         self.lsa = LSA(channels, kernel_size, stride, group_channels, reduction, dw_kernel_size, norm)
+        self.gsi = self.global_conv = None
         if global_branch in ("gsi", "conv_small"):
             self.gsi = GSI(channels, stride, gsi_kernel_size, gsi_scale, norm,
                            dynamic=global_branch == "gsi")
         elif global_branch == "conv_large":
-            self.gsi = Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
-        else:
-            self.gsi = None
+            self.global_conv = Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
 
     def forward(self, x):
         _check_input(self, x)
         y = self.lsa(x)
-        if self.gsi is None:
-            return y
-        return self.gsi._forward_plus(x, y) if isinstance(self.gsi, GSI) else y + self.gsi(x)
+        if self.gsi is not None:
+            return self.gsi._forward_plus(x, y)
+        if self.global_conv is not None:
+            return y + self.global_conv(x)
+        return y
 
     def extra_repr(self):
         return f"channels={self.channels}, stride={self.stride}, global_branch={self.global_branch}"

@@ -129,7 +129,7 @@ def operator_kernels(model, aug, image_bgr, op, input_format="BGR"):
     x = captured["x"]
     lsa = op.lsa.kernels(x)[0].cpu()
     gsi = None
-    if op.gsi is not None and hasattr(op.gsi, "dynamic_kernels") and op.gsi.dynamic:
+    if op.gsi is not None and op.gsi.dynamic:
         gsi = op.gsi.dynamic_kernels(op.gsi.reduce(x))[0].cpu()
     rgb = resized if input_format == "RGB" else resized[:, :, ::-1]
     return rgb, lsa, gsi
