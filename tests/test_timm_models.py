@@ -37,6 +37,19 @@ def test_same_parameters_as_build_classifier(name):
     assert dict(model.named_modules())[model.pretrained_cfg["first_conv"]].in_channels == 3
 
 
+@pytest.mark.parametrize("zero_init_last", [True, False])
+def test_same_initialisation_as_build_classifier(zero_init_last):
+    """The timm model is build_classifier's: from one seed both start with equal tensors."""
+    torch.manual_seed(0)
+    ref = build_classifier(26, "involution", num_classes=4, zero_init_last=zero_init_last)
+    torch.manual_seed(0)
+    model = timm.create_model("rednet26", num_classes=4, zero_init_last=zero_init_last)
+    ours = model.state_dict()
+    assert list(ours) == list(ref.state_dict())
+    for key, value in ref.state_dict().items():
+        assert torch.equal(ours[key], value), key
+
+
 def test_same_function_as_build_classifier():
     torch.manual_seed(0)
     ref = build_classifier(26, "dcdc", num_classes=5).eval()

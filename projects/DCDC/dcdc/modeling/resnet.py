@@ -3,6 +3,8 @@
 Built from detectron2's own ``ResNet`` / ``CNNBlockBase`` so that one module serves as the
 ImageNet classifier (``num_classes``) and as the detectron2 backbone, and classifier checkpoints
 load into detectron2 with unchanged parameter names (minus ``linear.*``).
+:func:`build_classifier` is the one classifier builder: the timm models
+(:mod:`dcdc.modeling.timm_models`) are built by it and add only timm's interface.
 """
 import torch.nn.functional as F
 from torch import nn
@@ -12,7 +14,8 @@ from detectron2.modeling.backbone import ResNet
 
 from ..layers import build_operator
 
-__all__ = ["DCDCStem", "DCDCBottleneckBlock", "make_dcdc_stages", "build_classifier", "DEPTHS"]
+__all__ = ["DCDCStem", "DCDCBottleneckBlock", "make_dcdc_stages", "build_classifier",
+           "init_classifier_head", "DEPTHS"]
 
 DEPTHS = {26: (1, 2, 4, 1), 38: (2, 3, 5, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
@@ -94,16 +97,49 @@ def make_dcdc_stages(depth, norm="BN", operator="dcdc", kernel_size=7, operator_
     return stages
 
 
-def build_classifier(depth, operator="dcdc", num_classes=1000, norm="BN", **operator_kwargs):
+def init_classifier_head(linear):
+    """The head initialisation of :func:`build_classifier`: detectron2's ResNet head (normal,
+    std 0.01) with a zero bias."""
+    nn.init.normal_(linear.weight, std=0.01)
+    nn.init.zeros_(linear.bias)
+
+
+def _zero_init_last(stages):
+    """Start every residual branch at zero: the scale of each bottleneck's last norm is 0."""
+    for block in (b for stage in stages for b in stage):
+        norm = block.conv3.norm
+        if getattr(norm, "weight", None) is None:
+            raise ValueError(
+                f"zero_init_last needs a norm with a scale after each bottleneck's last conv, got "
+                f"{type(norm).__name__}; pass a norm such as 'BN' / 'GN' or zero_init_last=False."
+            )
+        nn.init.zeros_(norm.weight)
+
+
+def build_classifier(depth, operator="dcdc", num_classes=1000, norm="BN", in_channels=3,
+                     zero_init_last=True, **operator_kwargs):
     """An ImageNet-style DCDC-ResNet (paper Table I): detectron2 ``ResNet`` with a linear head.
 
     Args:
         depth: 26, 38, 50 or 101.
         operator: "dcdc", "lsa", "involution" (RedNet) or "conv" (ResNet baseline, same layout).
-        num_classes: size of the final linear layer.
+        num_classes: size of the final linear layer; None: no head (``forward`` returns the
+            ``res5`` features).
+        norm: any detectron2 ``get_norm`` name ("BN", "SyncBN", "GN", "FrozenBN", ...).
+        in_channels: input channels of the stem.
+        zero_init_last: start every residual branch at zero (the scale of the last norm of each
+            bottleneck), as timm's ResNet and mmcls' ``zero_init_residual`` (the RedNet/paper
+            protocol) do. Without it a fresh DCDC-ResNet-26's gradients are large enough on
+            small inputs that SGD at the paper's lr does not learn; only initial values change.
         operator_kwargs: forwarded to :class:`dcdc.layers.DCDCConv2d`, e.g. ``dw_kernel_size``,
             ``gsi_kernel_size``, ``gsi_scale``, ``global_branch``.
     """
-    stem = DCDCStem(3, 64, norm=norm, operator=operator, operator_kwargs=operator_kwargs)
+    stem = DCDCStem(in_channels, 64, norm=norm, operator=operator, operator_kwargs=operator_kwargs)
     stages = make_dcdc_stages(depth, norm, operator, operator_kwargs=operator_kwargs)
-    return ResNet(stem, stages, num_classes=num_classes)
+    model = ResNet(stem, stages, num_classes=num_classes)
+    if num_classes is not None:
+        # ResNet has drawn the weight as init_classifier_head does; only the bias is left
+        nn.init.zeros_(model.linear.bias)
+    if zero_init_last:
+        _zero_init_last(model.stages)
+    return model

@@ -6,11 +6,12 @@ Importing this module registers, with timm's model registry::
     lsa_resnet{26,38,50,101}    LSA branch only (Table III "LSA")
     rednet{26,38,50,101}        RedNet's involution (no DW convs in phi, no GSI)
 
-The network is built from the same blocks as :func:`dcdc.modeling.build_classifier`
-(:class:`DCDCStem` and :func:`make_dcdc_stages`), under the same module names (``stem``,
-``res2`` .. ``res5``, ``linear``). A state_dict therefore moves unchanged between the timm model,
-``build_classifier`` and (minus ``linear.*``) the detectron2 backbone, which is what
-``tools/convert_classifier_to_d2.py`` relies on.
+:class:`DCDCResNet` is a detectron2 ``ResNet`` whose stem and stages are the ones
+:func:`dcdc.modeling.build_classifier` builds (with its ``zero_init_last``), under the same module
+names (``stem``, ``res2`` .. ``res5``, ``linear``); it adds only timm's interface and a timm head.
+A state_dict therefore moves unchanged between the timm model, ``build_classifier`` and (minus
+``linear.*``) the detectron2 backbone, which is what ``tools/convert_classifier_to_d2.py``
+relies on.
 
 What timm expects of a model is provided in the style of ``timm/models/resnet.py``:
 ``pretrained_cfg``/``default_cfg`` metadata (input size, mean/std, ``first_conv``,
@@ -33,7 +34,9 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from .resnet import DEPTHS, DCDCStem, make_dcdc_stages
+from detectron2.modeling.backbone import ResNet
+
+from .resnet import DEPTHS, build_classifier, init_classifier_head
 
 __all__ = ["DCDCResNet", "TIMM_MODEL_NAMES"]
 
@@ -41,8 +44,9 @@ _STAGES = ("res2", "res3", "res4", "res5")
 _PREFIXES = {"dcdc": "dcdc_resnet", "lsa": "lsa_resnet", "involution": "rednet"}
 
 
-class DCDCResNet(nn.Module):
-    """A DCDC-ResNet classifier with timm's model interface.
+class DCDCResNet(ResNet):
+    """A DCDC-ResNet classifier (:func:`dcdc.modeling.build_classifier`'s) with timm's model
+    interface.
 
     Args:
         depth: 26, 38, 50 or 101 (blocks per stage in :data:`dcdc.modeling.DEPTHS`).
@@ -52,46 +56,32 @@ class DCDCResNet(nn.Module):
         global_pool: timm pool type ("avg", "max", "avgmax", ...; "" keeps the feature map).
         drop_rate: dropout before the classifier.
         norm: any detectron2 ``get_norm`` name ("BN", "SyncBN", "GN", ...).
-        zero_init_last: start every residual branch at zero (the scale of the last norm of each
-            bottleneck), as timm's ResNet and mmcls' ``zero_init_residual`` (the RedNet/paper
-            protocol) do. Without it a fresh DCDC-ResNet-26's gradient norm is 50-300 on small
-            inputs and SGD at the paper's lr does not learn; only initial values change.
+        zero_init_last: as for :func:`dcdc.modeling.build_classifier` (start every residual
+            branch at zero).
         **operator_kwargs: forwarded to the operator (``dw_kernel_size``, ``gsi_kernel_size``,
             ``gsi_scale``, ``global_branch``, ...).
     """
 
     def __init__(self, depth=50, operator="dcdc", num_classes=1000, in_chans=3, global_pool="avg",
                  drop_rate=0.0, norm="BN", zero_init_last=True, **operator_kwargs):
-        super().__init__()
-        if depth not in DEPTHS:
-            raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}.")
+        body = build_classifier(depth, operator, num_classes=None, norm=norm, in_channels=in_chans,
+                                zero_init_last=zero_init_last, **operator_kwargs)
+        super().__init__(body.stem, [list(stage) for stage in body.stages],
+                         out_features=["stem", *_STAGES])
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
-
-        self.stem = DCDCStem(in_chans, 64, norm=norm, operator=operator,
-                             operator_kwargs=operator_kwargs)
-        self.feature_info = [dict(num_chs=64, reduction=4, module="stem")]
-        for name, blocks in zip(_STAGES, make_dcdc_stages(depth, norm, operator,
-                                                          operator_kwargs=operator_kwargs)):
-            # nn.Sequential, like detectron2's ResNet, so parameter names are "res2.0.conv1.weight".
-            self.add_module(name, nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=blocks[-1].out_channels,
-                                          reduction=4 * 2 ** _STAGES.index(name), module=name))
+        self.feature_info = [dict(num_chs=shape.channels, reduction=shape.stride, module=name)
+                             for name, shape in self.output_shape().items()]
         self.num_features = self.head_hidden_size = self.feature_info[-1]["num_chs"]
         self.global_pool, self.linear = self._make_head(num_classes, global_pool)
-        if zero_init_last:
-            for stage in self._stages():
-                for block in stage:
-                    nn.init.zeros_(block.conv3.norm.weight)
 
     def _make_head(self, num_classes, global_pool):
         pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         if num_classes <= 0:
             return pool, nn.Identity()
         linear = nn.Linear(self.num_features * pool.feat_mult(), num_classes)
-        nn.init.normal_(linear.weight, std=0.01)  # as detectron2's ResNet head
-        nn.init.zeros_(linear.bias)
+        init_classifier_head(linear)
         return pool, linear
 
     @torch.jit.ignore
@@ -118,9 +108,6 @@ class DCDCResNet(nn.Module):
         self.global_pool.train(self.training)
         self.linear.train(self.training)
 
-    def _stages(self) -> List[nn.Module]:
-        return [getattr(self, name) for name in _STAGES]
-
     def forward_intermediates(
             self,
             x: torch.Tensor,
@@ -142,7 +129,7 @@ class DCDCResNet(nn.Module):
         x = self.stem(x)
         if 0 in take_indices:
             intermediates.append(x)
-        stages = self._stages()[:max_index] if stop_early else self._stages()
+        stages = self.stages[:max_index] if stop_early else self.stages
         for idx, stage in enumerate(stages, start=1):
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = checkpoint_seq(stage, x)
@@ -160,6 +147,7 @@ class DCDCResNet(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         for name in _STAGES[max_index:]:
             setattr(self, name, nn.Sequential())
+        self.stages = [getattr(self, name) for name in self.stage_names]  # ResNet's list of them
         if max_index < len(_STAGES):
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
         if prune_head or max_index < len(_STAGES):
@@ -169,8 +157,8 @@ class DCDCResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self._stages(), x, flatten=True)
-        for stage in self._stages():
+            return checkpoint_seq(self.stages, x, flatten=True)
+        for stage in self.stages:
             x = stage(x)
         return x
 
