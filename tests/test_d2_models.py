@@ -19,7 +19,7 @@ NAMES = sorted(p.stem for p in CONFIGS.glob("*.yaml")
 SIZES = ((96, 128), (128, 96))
 
 
-def make_inputs(panoptic=False, seed=0):
+def make_inputs(sem_seg=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     inputs = []
     for h, w in SIZES:
@@ -31,16 +31,16 @@ def make_inputs(panoptic=False, seed=0):
                               gt_masks=BitMasks(masks))
         d = {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g),
              "height": h, "width": w, "instances": instances}
-        if panoptic:
+        if sem_seg:  # Panoptic FPN's and HTC's semantic branches train on these
             d["sem_seg"] = torch.randint(0, 54, (h, w), generator=g)
         inputs.append(d)
     return inputs
 
 
-def train_step_and_infer(model, panoptic):
+def train_step_and_infer(model, panoptic, sem_seg=None):
     torch.manual_seed(0)
     model.train()
-    inputs = make_inputs(panoptic)
+    inputs = make_inputs(panoptic if sem_seg is None else sem_seg)
     with EventStorage(0):
         losses = model(inputs)
     for name, loss in losses.items():
@@ -72,11 +72,15 @@ def test_yaml_config_trains_and_infers(name):
     cfg.merge_from_file(str(CONFIGS / f"{name}.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg)
-    losses = train_step_and_infer(model, panoptic="panoptic" in name)
+    htc = name.startswith("htc")
+    losses = train_step_and_infer(model, panoptic="panoptic" in name,
+                                  sem_seg="panoptic" in name or htc)
     expected = {"loss_cls", "loss_box_reg"} if "retinanet" in name else \
         {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
-    if "mask" in name or "panoptic" in name:
+    if "mask" in name or "panoptic" in name or htc:
         expected.add("loss_mask")
+    if htc:
+        expected.add("loss_semantic_seg")
     if "panoptic" in name:
         expected.add("loss_sem_seg")
     assert expected <= {k.rsplit("_stage", 1)[0] for k in losses}, sorted(losses)
