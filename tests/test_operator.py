@@ -165,3 +165,17 @@ def test_config_defaults_are_the_operator_defaults():
     assert kwargs == {name: signature[name].default for name in kwargs}
     assert kwargs == {"group_channels": 16, "reduction": 4, "dw_kernel_size": 3,
                       "gsi_kernel_size": 1, "gsi_scale": 1.0}  # the paper's settings
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (1, 2, 8, 5), (1, 1, 6, 6), (0, 3, 5, 5),
+                                   (1, 3, 1, 1)])
+def test_stride2_downsampling_equals_ceil_mode_average_pool(shape):
+    from dcdc.layers.dcdc_conv import _downsample
+
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ours, ref = _downsample(2)(x), torch.nn.AvgPool2d(2, 2, ceil_mode=True)(x)
+    torch.testing.assert_close(ours, ref)
+    if ours.numel():
+        g = torch.randn_like(ours)
+        torch.testing.assert_close(torch.autograd.grad((ours * g).sum(), x)[0],
+                                   torch.autograd.grad((ref * g).sum(), x)[0])

@@ -44,10 +44,9 @@ def _assert_all_close(actual, expected, tol):
         torch.testing.assert_close(a, e, rtol=tol, atol=tol)
 
 
-# Stride 2 on an even size only: torch 2.14.1's Inductor CPU backward of
-# avg_pool2d(ceil_mode=True) on odd sizes differs from eager (in the generators' downsampling,
-# not in the dcdc ops), see test_inductor_ceil_mode_avg_pool_backward.
-@pytest.mark.parametrize("stride,size", [(1, (11, 18)), (2, (10, 18))], ids=str)
+# Stride 2 on an odd size: the generators' downsampling avoids avg_pool2d(ceil_mode=True), whose
+# Inductor CPU backward differs from eager on odd sizes (test_inductor_ceil_mode_avg_pool_backward).
+@pytest.mark.parametrize("stride,size", [(1, (11, 18)), (2, (11, 17)), (2, (10, 18))], ids=str)
 def test_dcdc_conv_compiles_fullgraph_with_inductor(stride, size):
     torch.manual_seed(0)
     op = DCDCConv2d(32, kernel_size=3, stride=stride)
@@ -62,7 +61,7 @@ def test_dcdc_conv_compiles_fullgraph_with_inductor(stride, size):
 
 
 @pytest.mark.xfail(strict=True, reason="torch 2.14.1 Inductor (CPU): avg_pool2d ceil_mode backward "
-                   "on odd sizes differs from eager; DCDCConv2d(stride=2) on odd maps is affected")
+                   "on odd sizes differs from eager; why DCDCConv2d pads and floor-pools instead")
 def test_inductor_ceil_mode_avg_pool_backward():
     pool = torch.nn.AvgPool2d(2, 2, ceil_mode=True)
     x = torch.randn(1, 2, 7, 9, requires_grad=True)

@@ -24,7 +24,7 @@ def add_dcdc_config(cfg):
     _C.MODEL.DCDC = CN()
     # The operator hyperparameters default to dcdc.layers.dcdc_conv.OPERATOR_DEFAULTS (DCDCConv2d's).
     # The spatial operator that replaces the 3x3 conv of every bottleneck and of the stem:
-    # "dcdc" (LSA + GSI, the paper), "lsa" (LSA branch only, Table III), "rednet" (RedNet's
+    # "dcdc" (LSA + GSI, the paper), "lsa" (LSA branch only, Table III), "involution" (RedNet's
     # involution: no depth-wise convs in the kernel generator, no GSI branch) or "conv" (a plain
     # 3x3 conv in the same deep-stem layout).
     _C.MODEL.DCDC.OPERATOR = "dcdc"
@@ -35,7 +35,7 @@ def add_dcdc_config(cfg):
     # 1 / alpha: width reduction inside the LSA kernel generator (alpha = 0.25 in the paper).
     _C.MODEL.DCDC.REDUCTION = OPERATOR_DEFAULTS["reduction"]
     # k_dw of the two depth-wise convs in the LSA kernel generator (Eq. 7; 3 in the paper,
-    # 5 / 7 in Table IV). Ignored by "rednet", which has none.
+    # 5 / 7 in Table IV). Ignored by "involution", which has none.
     _C.MODEL.DCDC.DW_KERNEL_SIZE = OPERATOR_DEFAULTS["dw_kernel_size"]
     # k_gsi, spatial size of the per-sample GSI kernel (1 in the paper, 3 / 5 in Table IV).
     _C.MODEL.DCDC.GSI_KERNEL_SIZE = OPERATOR_DEFAULTS["gsi_kernel_size"]

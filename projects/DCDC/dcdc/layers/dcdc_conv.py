@@ -30,10 +30,26 @@ OPERATORS = ("dcdc", "lsa", "involution", "conv")
 GLOBAL_BRANCHES = ("gsi", "conv_small", "conv_large", "none")
 
 
+class _CeilAvgPool2(nn.Module):
+    """``AvgPool2d(2, 2, ceil_mode=True)`` computed as a copy of an odd last row / column appended
+    by ``cat``, followed by a floor-mode pool: the same values (the extended window averages
+    copies of the edge). torch 2.14's Inductor differentiates this correctly, but neither the
+    ceil-mode pool's backward on odd sizes nor a replicate pad's."""
+
+    def forward(self, x):
+        if x.shape[-2] % 2:
+            x = torch.cat([x, x[..., -1:, :]], dim=-2)
+        if x.shape[-1] % 2:
+            x = torch.cat([x, x[..., -1:]], dim=-1)
+        return F.avg_pool2d(x, 2, 2)
+
+
 def _downsample(stride):
     """AvgPool matching the aggregation's output grid (ceil(H / stride)) on odd sizes too."""
     if stride == 1:
         return nn.Identity()
+    if stride == 2:
+        return _CeilAvgPool2()
     return nn.AvgPool2d(stride, stride, ceil_mode=True)
 
 
