@@ -303,7 +303,7 @@ class HybridTaskCascadeROIHeads(CascadeROIHeads):
     def _match_and_label_boxes(self, proposals, stage, targets, log=True):
         """Cascade R-CNN's matching with the stage's IoU threshold, also attaching every ``gt_*``
         field of the matched ground truth (the masks, for the per-stage mask losses)."""
-        num_fg = []
+        num_fg, num_bg = [], []
         for props, gts in zip(proposals, targets):
             matched_idxs, labels = self.proposal_matchers[stage](
                 pairwise_iou(gts.gt_boxes, props.proposal_boxes))
@@ -316,12 +316,11 @@ class HybridTaskCascadeROIHeads(CascadeROIHeads):
                 props.gt_classes = torch.full_like(matched_idxs, self.num_classes)
                 props.gt_boxes = Boxes(gts.gt_boxes.tensor.new_zeros((len(props), 4)))
             num_fg.append((labels == 1).sum().item())
+            num_bg.append(labels.numel() - num_fg[-1])
         if log:
             storage = get_event_storage()
             storage.put_scalar(f"stage{stage}/roi_head/num_fg_samples", sum(num_fg) / len(num_fg))
-            storage.put_scalar(f"stage{stage}/roi_head/num_bg_samples",
-                               sum(len(p) for p in proposals) / len(proposals) -
-                               sum(num_fg) / len(num_fg))
+            storage.put_scalar(f"stage{stage}/roi_head/num_bg_samples", sum(num_bg) / len(num_bg))
         return proposals
 
 
