@@ -9,7 +9,7 @@ from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_backbone, build_model
 
 from dcdc import add_dcdc_config

@@ -3,7 +3,6 @@ parameter names and count), detectron2's LazyConfig tools can save and reload it
 parameter counts are the paper's (Tables V-VII, within 2%)."""
 
 import pytest
-import torch
 
 from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
