@@ -16,7 +16,7 @@ $(STAMP): setup.py Makefile tools/install_detectron2.py $(wildcard projects/DCDC
 	$(PY) tools/install_detectron2.py
 	$(PY) -m pip install "numpy<2" "setuptools<81" pycocotools opencv-python-headless \
 		panopticapi-lite pytest hypothesis \
-		timm==1.0.31 grad-cam==1.5.7
+		timm==1.0.31 grad-cam==1.5.7 onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2
 	$(PY) -m pip install --no-build-isolation -e .
 	touch $(STAMP)
 
