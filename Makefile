@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dcdc-installed
 
-.PHONY: install test demo params bench clean-venv
+.PHONY: install test demo compare params bench clean-venv
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ bench: install
 demo: install
 	# shapes data -> train_net.py (Panoptic FPN, DCDC-R26, CPU) -> evaluators -> pictures in output/quickstart
 	$(PY) tools/run_demo.py
+
+compare: install
+	# each spatial operator x 2 seeds -> train_net.py (same schedule) -> table, figure, pictures in output/compare
+	$(PY) tools/compare_operators.py
 
 clean-venv:
 	rm -rf $(VENV)
