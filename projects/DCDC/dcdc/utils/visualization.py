@@ -2,6 +2,9 @@
 
 * :func:`draw_predictions` / :func:`draw_ground_truth`: a model's output or a dataset dict drawn
   by detectron2's ``Visualizer`` (panoptic > instances > semantic).
+* :func:`parse_model_spec`, :func:`ground_truth_index`, :func:`side_by_side`: several models on
+  one image (paper Fig. 7): ``NAME=CONFIG[:WEIGHTS]`` arguments, the registered dataset dict of
+  an image file, and labelled panels placed side by side.
 * :func:`kernel_figure`: the LSA and GSI kernels of one DCDC operator for one image (paper
   Fig. 5). For the chosen block of a model's DCDC-ResNet backbone, the operator's input is
   captured with a forward pre-hook while the backbone runs on the image, then:
@@ -13,13 +16,16 @@
     kernel for the whole image; it is drawn as an m x m matrix (summed over the k x k taps).
 """
 import json
+import logging
 import os
+import re
 
 import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling.backbone import ResNet
 from detectron2.utils.visualizer import ColorMode, Visualizer
@@ -27,6 +33,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from ..layers import DCDCConv2d
 
 __all__ = ["draw_predictions", "draw_ground_truth", "ground_truth_panoptic", "label",
+           "parse_model_spec", "ground_truth_index", "side_by_side",
            "find_resnet", "find_operator", "operator_kernels", "sample_positions", "render",
            "kernel_figure", "save_figure"]
 
@@ -80,6 +87,53 @@ def label(image, text):
     band = np.full((22, image.shape[1], 3), 255, np.uint8)
     cv2.putText(band, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([band, image], axis=0)
+
+
+_MODEL_SPEC = re.compile(r"^(?P<name>[^=]+)=(?P<config>.+?\.(?:yaml|yml|py))(?::(?P<weights>.+))?$")
+
+
+def parse_model_spec(spec):
+    """``NAME=CONFIG[:WEIGHTS]`` -> ``(name, config, weights or None)``; the config must end in
+    .yaml / .yml / .py (what tells its end from the weights')."""
+    m = _MODEL_SPEC.match(spec)
+    if m is None:
+        raise ValueError(f"--model {spec!r} is not NAME=CONFIG[:WEIGHTS], e.g. "
+                         "dcdc=output/run/config.yaml:output/run/model_final.pth (the config "
+                         "ends in .yaml, .yml or .py).")
+    return m.group("name").strip(), m.group("config"), m.group("weights")
+
+
+def ground_truth_index(dataset_names):
+    """``{absolute file_name: (dataset name, dataset dict)}`` over registered datasets; a dataset
+    whose files cannot be loaded is left out (logged), since ground truth is drawn only when
+    available. The first dataset listing a file wins."""
+    index = {}
+    for name in dict.fromkeys(dataset_names):
+        try:
+            dicts = DatasetCatalog.get(name)
+        except Exception as e:  # not registered, or its files are missing: no ground truth
+            logging.getLogger(__name__).info(
+                f"No ground truth from dataset {name!r} ({type(e).__name__}: {e}).")
+            continue
+        for d in dicts:
+            index.setdefault(os.path.abspath(d["file_name"]), (name, d))
+    return index
+
+
+def side_by_side(panels, gap=6):
+    """``[(title, RGB image), ...]`` -> one RGB image: titled panels left to right, white gaps;
+    shorter panels are padded at the bottom."""
+    if not panels:
+        raise ValueError("side_by_side needs at least one panel.")
+    titled = [label(np.ascontiguousarray(image), title) for title, image in panels]
+    height = max(t.shape[0] for t in titled)
+    row = []
+    for i, t in enumerate(titled):
+        if i:
+            row.append(np.full((height, gap, 3), 255, np.uint8))
+        pad = np.full((height - t.shape[0], t.shape[1], 3), 255, np.uint8)
+        row.append(np.concatenate([t, pad], axis=0))
+    return np.concatenate(row, axis=1)
 
 
 def find_resnet(backbone):
