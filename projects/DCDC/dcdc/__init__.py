@@ -1,8 +1,11 @@
 """DCDC for Detectron2: the Dual Complementary Dynamic Convolution operator and DCDC-ResNets."""
 import importlib.util as _importlib_util
 
-from . import data, layers, modeling  # noqa: F401
+from . import data, export, layers, modeling  # noqa: F401
 from .config import add_dcdc_config, get_dcdc_cfg  # noqa: F401
+
+# the dcdc operators in standard ONNX operators for torch.onnx.export(..., dynamo=False)
+export.register_onnx_symbolics()
 
 if _importlib_util.find_spec("timm") is not None:
     # registers dcdc_resnet*, lsa_resnet*, rednet* with timm's model registry
