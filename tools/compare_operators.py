@@ -110,7 +110,10 @@ def main(argv=None):
     runs = [Run(args.output_dir, os.path.join(REPO, "train_net.py"), args.config_file, op, seed,
                 base_opts, args.max_iter) for seed in args.seeds for op in operators]
     for r in runs:
-        r.check_folder()
+        try:
+            r.check_folder()
+        except RuntimeError as e:
+            raise SystemExit(f"error: {e}") from None
     logger.info(f"{len(runs)} runs ({', '.join(operators)} x seeds {args.seeds}), "
                 f"{args.max_iter} iterations each, neck '{args.neck}', in {args.output_dir}; "
                 f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}.")
@@ -151,7 +154,7 @@ def main(argv=None):
             + (f" (resumed after an interruption: {', '.join(resumed)})" if resumed else "")
             + f"; GFLOPs at {cfg.INPUT.MIN_SIZE_TEST}x{cfg.INPUT.MIN_SIZE_TEST}.")
     figure = os.path.join(args.output_dir, "compare.png")
-    plot_comparison(rows, figure, "Panoptic FPN on shapes, one operator per run: " + note[:90])
+    plot_comparison(rows, figure, "Panoptic FPN on shapes, one operator per run\n" + note)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(table + "\n\n" + note + "\n")
     with open(os.path.join(args.output_dir, "summary.json"), "w") as f:

@@ -281,7 +281,8 @@ def plot_comparison(rows, path, title):
         ax.set_xticklabels(names, fontsize=6.5)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    # leave the top for a title of up to two lines
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
