@@ -62,7 +62,9 @@ def traceable_model(model, image):
     _check_image(image)
     if model.training:
         raise ValueError("export a model in eval mode: call model.eval() first.")
-    return TracingAdapter(model, [{"image": image}], _inference_func(model))
+    # eval mode for the adapter too: torch.onnx.export restores the mode of the module it is
+    # given, recursively, which would otherwise switch the detector to training afterwards
+    return TracingAdapter(model, [{"image": image}], _inference_func(model)).eval()
 
 
 def export_torchscript(model, image, path):

@@ -1,0 +1,250 @@
+"""``tools/export_model.py``: export a detector config to TorchScript or ONNX, check it, evaluate it.
+
+detectron2's ``tools/deploy/export_model.py`` flags, for the configs of this project::
+
+    python tools/export_model.py --config-file configs/mask_rcnn_dcdc_r50.yaml \\
+        --format onnx --export-method tracing --output output/export \\
+        [--sample-image IMAGE] [--opset 17] [--run-eval] MODEL.WEIGHTS model_final.pth
+
+Writes ``model.ts`` (TorchScript; load with ``import dcdc; torch.jit.load(...)``) or
+``model.onnx`` (standard ONNX operators, dynamic H and W) under ``--output``. Then runs the
+exported model and the eager model on the sample image (``--sample-image``, else the first image
+of ``DATASETS.TEST[0]``), resized by the config's test-time resize, and on that image at 3/4 of
+its size (the exported model must not depend on the tracing size), and prints the largest
+difference of each output; it exits with status 1 when one exceeds ``--atol``. ``--run-eval``
+evaluates the exported and the eager model on ``DATASETS.TEST`` (COCOEvaluator, and for panoptic
+datasets COCOPanopticEvaluator and SemSegEvaluator) and prints both.
+
+Only ``--export-method tracing`` exists for these models: detectron2's scripting needs
+scriptable models (the DCDC backbones' dispatch on backends and tensor layouts is not), and its
+caffe2 export needs Caffe2, which current PyTorch does not ship.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["get_parser", "main", "load_model", "sample_input"]
+
+logger = logging.getLogger("dcdc.export")
+
+FORMATS = ("torchscript", "onnx")
+EXPORT_METHODS = ("tracing",)
+DEFAULT_OPSET = 17
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(
+        description="Export a DCDC / detectron2 detector to TorchScript or ONNX by tracing, "
+                    "check it against the eager model, optionally evaluate it.")
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
+    parser.add_argument("--format", default="torchscript",
+                        help=f"export format: {' or '.join(FORMATS)}")
+    parser.add_argument("--export-method", default="tracing",
+                        help="export method; only 'tracing' for these models")
+    parser.add_argument("--sample-image", default=None, type=str,
+                        help="image to trace and check with (default: the first of DATASETS.TEST)")
+    parser.add_argument("--output", required=True, help="output directory for the exported model")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset version (default {DEFAULT_OPSET}; models with RoI "
+                             "pooling need >= 16)")
+    parser.add_argument("--atol", type=float, default=1e-3,
+                        help="largest allowed |exported - eager| of any output (default 1e-3)")
+    parser.add_argument("--run-eval", action="store_true",
+                        help="evaluate the exported and the eager model on DATASETS.TEST")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="Modify config options at the end of the command (KEY VALUE pairs)")
+    return parser
+
+
+def _check_args(args):
+    if args.format not in FORMATS:
+        hint = (" Caffe2 is not part of current PyTorch; export to onnx instead."
+                if args.format == "caffe2" else "")
+        raise SystemExit(f"--format {args.format!r} is not supported; choose one of "
+                         f"{', '.join(FORMATS)}.{hint}")
+    if args.export_method not in EXPORT_METHODS:
+        raise SystemExit(
+            f"--export-method {args.export_method!r} is not supported for these models; use "
+            "--export-method tracing (detectron2's scripting needs scriptable models, which the "
+            "DCDC backbones are not, and caffe2_tracing needs Caffe2).")
+    if not os.path.isfile(args.config_file):
+        raise SystemExit(f"--config-file {args.config_file!r} does not exist.")
+    if args.sample_image is not None and not os.path.isfile(args.sample_image):
+        raise SystemExit(f"--sample-image {args.sample_image!r} does not exist.")
+    if args.format == "onnx":
+        from .onnx_ops import ONNX_MIN_OPSET
+
+        if args.opset < ONNX_MIN_OPSET:
+            raise SystemExit(f"--opset {args.opset}: the dcdc operators need ONNX opset >= "
+                             f"{ONNX_MIN_OPSET}.")
+
+
+def load_model(cfg):
+    """The eval-mode model of ``cfg`` with ``cfg.MODEL.WEIGHTS`` loaded (random init when empty)."""
+    from detectron2.modeling import build_model
+
+    from ..engine.checkpoint import DCDCCheckpointer
+
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        raise SystemExit(
+            f"MODEL.WEIGHTS = {weights!r} does not exist. Give the trained checkpoint to export "
+            "(e.g. MODEL.WEIGHTS output/quickstart/model_final.pth), or MODEL.WEIGHTS \"\" to "
+            "export a randomly initialised model (to check the export itself).")
+    model = build_model(cfg)
+    if weights:
+        DCDCCheckpointer(model).load(weights)
+    return model.eval()
+
+
+def _test_resize(cfg):
+    from detectron2.data import transforms as T
+
+    return T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+
+
+def sample_input(cfg, path=None):
+    """``{"image": float32 (C, H, W), "height", "width"}``: ``path`` read in
+    ``cfg.INPUT.FORMAT`` and resized as at test time (as DefaultPredictor does), or the first
+    image of ``cfg.DATASETS.TEST[0]`` as its test loader gives it."""
+    if path is not None:
+        from detectron2.data.detection_utils import read_image
+
+        original = read_image(path, format=cfg.INPUT.FORMAT)
+        image = _test_resize(cfg).get_transform(original).apply_image(original)
+        return {"image": torch.as_tensor(image.astype("float32").transpose(2, 0, 1)),
+                "height": original.shape[0], "width": original.shape[1]}
+    if not cfg.DATASETS.TEST:
+        raise SystemExit("DATASETS.TEST is empty: give --sample-image IMAGE.")
+    from detectron2.data import build_detection_test_loader
+
+    from ..engine.checks import check_datasets
+
+    check_datasets(cfg.DATASETS.TEST[:1])
+    inputs = next(iter(build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])))[0]
+    return {**inputs, "image": inputs["image"].float()}
+
+
+def _other_size(image):
+    """``image`` at 3/4 of its size: a check that the exported graph does not keep the tracing size."""
+    h, w = image.shape[-2:]
+    size = (max(32, h * 3 // 4), max(32, w * 3 // 4))
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def export(cfg, model, image, fmt, output, opset=DEFAULT_OPSET):
+    """Export to ``output`` (a folder); return ``(run, adapter, path)`` where ``run(image)`` gives
+    the exported model's flat outputs."""
+    from .detector import OnnxRuntimeModel, export_onnx_detector, export_torchscript
+
+    os.makedirs(output, exist_ok=True)
+    if fmt == "torchscript":
+        path = os.path.join(output, "model.ts")
+        _, adapter = export_torchscript(model, image, path)
+        run = torch.jit.load(path)  # what a deployment loads, not the in-memory trace
+    else:
+        path = os.path.join(output, "model.onnx")
+        try:
+            adapter = export_onnx_detector(model, image, path, opset)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+        run = OnnxRuntimeModel(path)
+    logger.info("Exported %s to %s", fmt, path)
+    logger.info("Inputs schema: %s", adapter.inputs_schema)
+    logger.info("Outputs schema: %s", adapter.outputs_schema)
+    return run, adapter, path
+
+
+def check(adapter, run, images):
+    """``[(image shape, {output: largest |exported - eager|})]`` over ``images``."""
+    from .detector import compare_outputs
+
+    rows = []
+    for image in images:
+        with torch.no_grad():
+            rows.append((tuple(image.shape), compare_outputs(adapter, adapter(image), run(image))))
+    return rows
+
+
+def evaluate(cfg, model, exported, output):
+    """COCO (and panoptic / semantic) metrics of ``exported`` and of the eager ``model`` on every
+    ``cfg.DATASETS.TEST``: ``{dataset: {"exported": ..., "eager": ...}}``."""
+    from detectron2.data import build_detection_test_loader
+    from detectron2.evaluation import inference_on_dataset, print_csv_format
+
+    from ..engine.checks import check_datasets
+    from ..engine.defaults import build_evaluator
+
+    check_datasets(cfg.DATASETS.TEST)
+    results = {}
+    for name in cfg.DATASETS.TEST:
+        results[name] = {}
+        for which, runner in (("exported", exported), ("eager", model)):
+            evaluator = build_evaluator(cfg, name, os.path.join(output, "inference", which))
+            loader = build_detection_test_loader(cfg, name)
+            metrics = inference_on_dataset(runner, loader, evaluator)
+            logger.info("%s model on %s:", which, name)
+            print_csv_format(metrics)
+            results[name][which] = metrics
+    return results
+
+
+def _largest_metric_difference(results):
+    worst = 0.0
+    for per_model in results.values():
+        exported, eager = per_model["exported"], per_model["eager"]
+        for task, metrics in eager.items():
+            for key, value in metrics.items():
+                other = exported.get(task, {}).get(key)
+                if isinstance(value, float) and isinstance(other, float):
+                    if value == value or other == other:  # skip NaN pairs
+                        worst = max(worst, abs(value - other))
+    return worst
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    _check_args(args)
+    from detectron2.utils.logger import setup_logger
+
+    from ..config import get_dcdc_cfg
+    from .detector import ExportedDetector
+
+    setup_logger(name="detectron2")
+    setup_logger(name="dcdc")
+    cfg = get_dcdc_cfg(args.config_file, args.opts or [], freeze=True)
+    model = load_model(cfg)
+    inputs = sample_input(cfg, args.sample_image)
+    image = inputs["image"]
+    run, adapter, path = export(cfg, model, image, args.format, args.output, args.opset)
+
+    rows = check(adapter, run, [image, _other_size(image)])
+    worst = 0.0
+    for shape, diffs in rows:
+        line = ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
+        print(f"exported vs eager on a {shape[1]}x{shape[2]} image: largest |difference| {line}")
+        worst = max([worst, *diffs.values()])
+    print(f"largest difference over all outputs: {worst:.3g} (atol {args.atol:g})")
+
+    status = 0
+    if worst > args.atol:
+        print(f"the exported model differs from the eager model by more than --atol "
+              f"{args.atol:g}", file=sys.stderr)
+        status = 1
+    if args.run_eval:
+        results = evaluate(cfg, model, ExportedDetector(run, adapter, model), args.output)
+        with open(os.path.join(args.output, "eval.json"), "w") as f:
+            json.dump(results, f, indent=1, default=float)
+        gap = _largest_metric_difference(results)
+        print(f"largest metric difference exported vs eager on {', '.join(cfg.DATASETS.TEST)}: "
+              f"{gap:.3g}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""tools/compare_operators.py (`make compare`) on a tiny schedule: two operators x one seed, a few
+iterations on the mini shapes splits. The table holds each run's own final evaluation, the
+counts are those of the model each run trained, a rerun skips finished runs, and a folder
+trained with other settings is refused."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from dcdc.config import get_dcdc_cfg
+from dcdc.modeling.analysis import count_parameters
+from dcdc.utils.operator_comparison import final_evaluation, read_metrics, scaled_schedule
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INSTANT = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes_instant.yaml")
+QUICKSTART = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes.yaml")
+OPERATORS = ("conv", "dcdc")
+MAX_ITER = 4
+
+
+def _compare(out, env, *extra):
+    cmd = [sys.executable, "tools/compare_operators.py", "--config-file", INSTANT,
+           "--operators", *OPERATORS, "--seeds", "1", "--max-iter", str(MAX_ITER),
+           "--output-dir", out, *extra]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return {**os.environ, "DETECTRON2_DATASETS": str(tmp_path_factory.mktemp("datasets")),
+            "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def grid(env, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("compare"))
+    proc = _compare(out, env, "--num-vis", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def test_table_holds_each_runs_final_evaluation(grid):
+    out, proc = grid
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert [r["operator"] for r in summary["rows"]] == list(OPERATORS)
+    for row in summary["rows"]:
+        run = os.path.join(out, f"{row['operator']}_seed1")
+        final = final_evaluation(read_metrics(os.path.join(run, "metrics.json")))
+        assert final["iteration"] in (MAX_ITER - 1, MAX_ITER)
+        for key in ("bbox/AP", "segm/AP", "panoptic_seg/PQ"):
+            assert row[key]["values"] == [final[key]], key
+        # the trained model is the operator's, and the counted one is the trained one
+        cfg = get_dcdc_cfg(os.path.join(run, "config.yaml"))
+        assert cfg.MODEL.DCDC.OPERATOR == row["operator"] and cfg.MODEL.DCDC.NECK == "conv"
+        assert cfg.SOLVER.MAX_ITER == MAX_ITER and cfg.SEED == 1
+        from detectron2.modeling import build_model
+
+        assert row["params_m"] == pytest.approx(count_parameters(build_model(cfg)) / 1e6)
+        assert row["flops_g"] > 0 and row["wall_s"]["values"][0] > 0
+    conv, dcdc = summary["rows"]
+    assert conv["flops_with_agg_g"] == pytest.approx(conv["flops_g"])  # no LSA in a plain conv
+    assert dcdc["flops_with_agg_g"] > dcdc["flops_g"]
+    table = open(os.path.join(out, "results.md")).read()
+    assert "| 3x3 conv (ResNet) |" in table and "| DCDC (LSA + GSI) |" in table
+    assert "[2/2] dcdc_seed1: done" in proc.stdout + proc.stderr
+    assert cv2.imread(os.path.join(out, "compare.png")) is not None
+    # pictures: ground truth | conv | dcdc, each panel 128 px drawn at scale 2, with title bands
+    for name in ("000001.png", "000002.png"):
+        picture = cv2.imread(os.path.join(out, "pictures", name))
+        assert picture.shape[:2] == (2 * 128 + 22, 3 * 2 * 128 + 2 * 6), name
+
+
+def test_rerun_skips_finished_and_refuses_other_settings(grid, env):
+    out, _ = grid
+    attempts = {op: json.load(open(os.path.join(out, f"{op}_seed1", "compare_run.json")))
+                ["attempts"] for op in OPERATORS}
+    again = _compare(out, env, "--num-vis", "0")
+    assert again.returncode == 0, again.stderr[-3000:]
+    for i, op in enumerate(OPERATORS, 1):
+        assert f"[{i}/2] {op}_seed1: finished before, skipped." in again.stdout + again.stderr
+        state = json.load(open(os.path.join(out, f"{op}_seed1", "compare_run.json")))
+        assert state["attempts"] == attempts[op]  # not trained again
+    other = _compare(out, env, "--num-vis", "0", "--neck", "dcdc", "--dry-run")
+    assert other.returncode != 0 and "was trained with other settings" in other.stdout + other.stderr
+
+
+def test_scaled_schedule_keeps_fractions():
+    cfg = get_dcdc_cfg(QUICKSTART)
+    opts = dict(zip(*[iter(scaled_schedule(cfg, 400))] * 2))
+    assert opts["SOLVER.MAX_ITER"] == "400" and opts["TEST.EVAL_PERIOD"] == "0"
+    steps = eval(opts["SOLVER.STEPS"])
+    assert len(steps) == len(cfg.SOLVER.STEPS)
+    for new, old in zip(steps, cfg.SOLVER.STEPS):
+        assert abs(new / 400 - old / cfg.SOLVER.MAX_ITER) <= 0.5 / 400
+    assert abs(int(opts["SOLVER.WARMUP_ITERS"]) / 400
+               - cfg.SOLVER.WARMUP_ITERS / cfg.SOLVER.MAX_ITER) <= 0.5 / 400
+    with pytest.raises(ValueError, match="at least 4"):
+        scaled_schedule(cfg, 2)
