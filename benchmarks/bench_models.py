@@ -32,7 +32,7 @@ import os
 
 import torch
 
-from benchmarks.common import format_table, machine_line, measure, run_case
+from benchmarks.common import format_table, interleaved, machine_line, measure, ratio_cells
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKBONES = [  # (label, operator, env)
@@ -127,18 +127,6 @@ def _maskrcnn_case(args):
         return measure(step, device, args["repeat"])
 
 
-def _interleaved(cases, rounds):
-    """Run ``[(label, case, env)]`` round-robin ``rounds`` times; keep each case's fastest run."""
-    best = {}
-    for _ in range(rounds):
-        for label, case, env in cases:
-            r = run_case("benchmarks.bench_models", case, env)
-            if label not in best or ("error" in best[label] and "error" not in r) or (
-                    "error" not in r and r["seconds"] < best[label]["seconds"]):
-                best[label] = r
-    return [(label, best[label]) for label, _, _ in cases]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -161,7 +149,8 @@ def main():
     device = torch.device(args.device)
     print(f"{machine_line(device)}\n")
     precision = "bf16 autocast" if args.amp else "fp32"
-    headers = ["model", "s", "time vs first row", "extra peak MiB", "memory vs first row"]
+    headers = ["model", "s", "time vs first row", "per-round range", "extra peak MiB",
+               "memory vs first row"]
     tables = []
     if args.only in (None, "backbone"):
         batch = 2 if args.backbone_train else 1
@@ -169,23 +158,23 @@ def main():
                           "batch": batch, "train": args.backbone_train, "amp": args.amp,
                           "device": args.device, "repeat": args.repeat}, env)
                  for label, operator, env in BACKBONES]
-        rows = _interleaved(cases, args.rounds)
+        rows = interleaved("benchmarks.bench_models", cases, args.rounds)
         what = "training step" if args.backbone_train else "inference"
         tables.append((f"Backbone {what}, batch {batch}, 800x1216, {precision}", rows))
     if args.only in (None, "maskrcnn"):
         cases = [(label, {"kind": "maskrcnn", "config": config, "size": 512, "batch": 2,
                           "amp": args.amp, "device": args.device, "repeat": args.repeat}, {})
                  for label, config in DETECTORS]
-        rows = _interleaved(cases, args.rounds)
+        rows = interleaved("benchmarks.bench_models", cases, args.rounds)
         tables.append((f"Mask R-CNN training iteration, batch 2, 512x512, {precision}", rows))
     for title, rows in tables:
         ref = rows[0][1]
         out = []
         for label, r in rows:
             if "error" in r:
-                out.append([label, "failed: " + r["error"][:70], "", "", ""])
+                out.append([label, "failed: " + r["error"][:70], "", "", "", ""])
                 continue
-            out.append([label, f"{r['seconds']:.2f}", f"{r['seconds'] / ref['seconds']:.2f}x",
+            out.append([label, f"{r['seconds']:.2f}", *ratio_cells(r, ref),
                         f"{r['extra_mb']:.0f}", f"{r['extra_mb'] / ref['extra_mb']:.2f}x"])
         print(f"{title}\n\n{format_table(headers, out)}\n", flush=True)
 

@@ -19,7 +19,8 @@ import time
 
 import torch
 
-__all__ = ["rss_mb", "peak_rss_mb", "time_call", "run_case", "machine_line", "format_table"]
+__all__ = ["rss_mb", "peak_rss_mb", "time_call", "run_case", "interleaved", "ratio_cells",
+           "machine_line", "format_table", "measure"]
 
 
 def rss_mb():
@@ -62,6 +63,34 @@ def run_case(module, args, env=None):
         errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error" in ln]
         return {"error": (errors or proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(lines[-1])
+
+
+def interleaved(module, cases, rounds):
+    """Run ``[(label, case, env)]`` of ``module`` round-robin ``rounds`` times, each in its own
+    process; return ``[(label, result)]``: each case's fastest round, with ``result["rounds"]``
+    its seconds in every round (None where it failed). Round-robin, so that a load change on a
+    shared machine lands on every case of a round, not on one case."""
+    runs = {label: [] for label, _, _ in cases}
+    for round_ in range(rounds):
+        for label, case, env in cases:
+            r = run_case(module, case, env)
+            runs[label].append(r)
+            took = f"{r['seconds']:.3f} s" if "error" not in r else r["error"]
+            print(f"  round {round_ + 1}/{rounds}  {label}: {took}", file=sys.stderr, flush=True)
+    rows = []
+    for label, _, _ in cases:
+        good = [r for r in runs[label] if "error" not in r]
+        best = min(good, key=lambda r: r["seconds"]) if good else runs[label][-1]
+        rows.append((label, {**best, "rounds": [r.get("seconds") for r in runs[label]]}))
+    return rows
+
+
+def ratio_cells(result, ref):
+    """``(ratio of the fastest rounds, "lo-hi" range of the per-round ratios)`` of ``result``
+    against ``ref`` (rows of :func:`interleaved`)."""
+    per_round = [a / b for a, b in zip(result["rounds"], ref["rounds"]) if a and b]
+    spread = f"{min(per_round):.2f}-{max(per_round):.2f}x" if per_round else ""
+    return f"{result['seconds'] / ref['seconds']:.2f}x", spread
 
 
 def machine_line(device):

@@ -20,7 +20,7 @@ from dcdc.export import (
     ONNX_MIN_OPSET, OnnxRuntimeModel, compare_outputs, export_onnx, export_onnx_detector,
     export_torchscript,
 )
-from dcdc.layers import DCDCConv2d
+from dcdc.layers import LSA, DCDCConv2d
 
 from helpers import REPO
 
@@ -121,10 +121,10 @@ def test_dynamo_export_without_decomposition_raises(tmp_path, monkeypatch):
 
 # (config, overrides, ONNX opset): every meta-architecture, with conv / DCDC / involution necks.
 # Opset 16 is the oldest with RoIAlign's aligned mode (detectron2's STABLE_ONNX_OPSET_VERSION,
-# 11, cannot express it: see test_roi_pooling_below_opset_16_raises).
+# 11, cannot express it: see test_roi_pooling_below_opset_16_raises); RetinaNet pools no RoIs.
 DETECTORS = [
     ("faster_rcnn_dcdc_r50.yaml", [], 16),
-    ("retinanet_rednet50_involution_neck.yaml", [], 16),
+    ("retinanet_rednet50_involution_neck.yaml", [], STABLE_ONNX_OPSET_VERSION),
     ("mask_rcnn_dcdc_r50_dcdc_neck.yaml", [], 16),
     ("cascade_mask_rcnn_dcdc_r50.yaml", [], 16),
     ("quickstart_panoptic_fpn_dcdc_shapes_instant.yaml", ["MODEL.DCDC.NECK", "involution"], 16),
@@ -142,6 +142,12 @@ def test_detector_torchscript_and_onnx_equal_eager(tmp_path, config, opts, opset
     other = torch.rand(3, 80, 112) * 255
     _, adapter = export_torchscript(model, image, tmp_path / "model.ts")
     loaded = torch.jit.load(str(tmp_path / "model.ts"))
+    # the deployed graph runs what eager runs: the fused generation + aggregation op, and the
+    # native depth-wise op where an operator has DW convs (DCDC, LSA; not RedNet's involution)
+    graph = str(loaded.inlined_graph)
+    assert "dcdc::lsa_generate_aggregate" in graph and "dcdc::lsa_aggregate(" not in graph
+    has_dw = any(isinstance(m, LSA) and m.dw_in is not None for m in model.modules())
+    assert ("dcdc::depthwise_conv" in graph) == has_dw
     export_onnx_detector(model, image, tmp_path / "model.onnx", opset)
     _standard_ops_only(tmp_path / "model.onnx")
     onnx_model = OnnxRuntimeModel(tmp_path / "model.onnx")

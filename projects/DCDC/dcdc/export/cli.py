@@ -137,7 +137,7 @@ def _other_size(image):
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
-def export(cfg, model, image, fmt, output, opset=DEFAULT_OPSET):
+def export(model, image, fmt, output, opset=DEFAULT_OPSET):
     """Export to ``output`` (a folder); return ``(run, adapter, path)`` where ``run(image)`` gives
     the exported model's flat outputs."""
     from .detector import OnnxRuntimeModel, export_onnx_detector, export_torchscript
@@ -221,7 +221,7 @@ def main(argv=None):
     model = load_model(cfg)
     inputs = sample_input(cfg, args.sample_image)
     image = inputs["image"]
-    run, adapter, path = export(cfg, model, image, args.format, args.output, args.opset)
+    run, adapter, path = export(model, image, args.format, args.output, args.opset)
 
     rows = check(adapter, run, [image, _other_size(image)])
     worst = 0.0

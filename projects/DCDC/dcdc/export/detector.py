@@ -10,9 +10,10 @@ model), of any H and W; it returns the outputs before the final resize to the or
 (R-CNN mask heads' 28 x 28 mask probabilities, Panoptic FPN's semantic logits at the padded
 size), which :class:`ExportedDetector` applies for evaluation, as the eager model does.
 
-The traced graph calls ``dcdc::lsa_aggregate`` (TorchScript: loading needs ``import dcdc``,
-which registers the operators) or its ONNX form (standard ONNX operators only, see
-:mod:`.onnx_ops`).
+Both trace inside :func:`dcdc.layers.backend.deployment_tracing`, so the graph holds what eager
+runs: ``dcdc::lsa_generate_aggregate``, ``dcdc::depthwise_conv`` and the GEMM form of the
+generators' 1x1 convs (TorchScript: loading needs ``import dcdc``, which registers the
+operators), or their ONNX forms (standard ONNX operators only, see :mod:`.onnx_ops`).
 """
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from detectron2.export import TracingAdapter
 from detectron2.modeling import GeneralizedRCNN, PanopticFPN, RetinaNet
 from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
 from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
+
+from ..layers.backend import deployment_tracing
 
 __all__ = ["traceable_model", "export_torchscript", "export_onnx_detector", "OnnxRuntimeModel",
            "ExportedDetector", "named_outputs", "compare_outputs", "SUPPORTED_META_ARCHS"]
@@ -71,7 +74,7 @@ def export_torchscript(model, image, path):
     """Trace ``model`` on ``image``, save the TorchScript module to ``path``; return
     ``(traced module, adapter)``."""
     adapter = traceable_model(model, image)
-    with torch.no_grad():
+    with torch.no_grad(), deployment_tracing():
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
     torch.jit.save(traced, str(path))
     return traced, adapter
@@ -90,7 +93,7 @@ def export_onnx_detector(model, image, path, opset_version):
     for name, value in zip(output_names, flat):
         dynamic_axes[name] = {d: f"{name}_dim{d}" for d in range(value.dim())}
     _check_roi_align_opset(model, opset_version, STABLE_ONNX_OPSET_VERSION)
-    with torch.no_grad():
+    with torch.no_grad(), deployment_tracing():
         torch.onnx.export(adapter, (image,), str(path), dynamo=False, opset_version=opset_version,
                           input_names=["image"], output_names=output_names,
                           dynamic_axes=dynamic_axes)

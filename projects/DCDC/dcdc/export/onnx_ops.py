@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layers import ops
+from ..layers.backend import deployment_tracing
 
 __all__ = ["ONNX_MIN_OPSET", "register_onnx_symbolics", "decompositions", "decompose",
            "export_onnx"]
@@ -207,7 +208,8 @@ def export_onnx(model, args, f=None, *, dynamo=True, dynamic_shapes=None, input_
     if dynamic_shapes is not None:
         raise ValueError("dynamic_shapes is the dynamo=True exporter's argument; with "
                          "dynamo=False give dynamic_axes.")
-    torch.onnx.export(model, args, f, dynamo=False, input_names=input_names,
-                      output_names=output_names, dynamic_axes=dynamic_axes,
-                      opset_version=opset_version, **kwargs)
+    with deployment_tracing():
+        torch.onnx.export(model, args, f, dynamo=False, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes,
+                          opset_version=opset_version, **kwargs)
     return None

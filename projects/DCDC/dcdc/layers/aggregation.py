@@ -28,7 +28,7 @@ input gradient only. Elsewhere the op generates the kernels by one bmm and aggre
 import torch
 import torch.nn.functional as F
 
-from .backend import native_available
+from .backend import native_available, tracing_convs
 from .ops import check_aggregate_inputs, check_generator_inputs  # registers torch.ops.dcdc
 
 __all__ = [
@@ -78,14 +78,15 @@ def lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride=1):
             ordered (group, kh, kw); ``bias``: (G*K*K,) or None.
 
     Same result as ``lsa_aggregate(x, conv1x1(hidden).view(B, G, K*K, H', W'), K, stride)``.
-    JIT tracing runs exactly that (``aten::_convolution`` then ``dcdc::lsa_aggregate``, so FLOP
-    counters see the conv); everything else runs ``torch.ops.dcdc.lsa_generate_aggregate``.
+    A JIT trace outside :func:`~dcdc.layers.backend.deployment_tracing` runs exactly that
+    (``aten::_convolution`` then ``dcdc::lsa_aggregate``, so FLOP counters see the conv);
+    everything else runs ``torch.ops.dcdc.lsa_generate_aggregate``.
     """
     kernel_shape = check_generator_inputs(x, hidden, weight, bias, kernel_size, stride)
     dtype = _common_dtype(x, hidden, weight, bias)
     x, hidden, weight = x.to(dtype), hidden.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
-    if torch.jit.is_tracing():
+    if tracing_convs():
         kernels = F.conv2d(hidden, weight[:, :, None, None], bias).view(kernel_shape)
         return torch.ops.dcdc.lsa_aggregate(x, kernels, kernel_size, stride)
     return torch.ops.dcdc.lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride)

@@ -10,17 +10,28 @@
   Triton's interpreter, which is how CI checks the GPU kernels without a GPU).
 * ``torch``: the pure-PyTorch composite, on any device (exact, slower; the reference path).
 
+Under a JIT trace (``torch.jit.trace``, the TorchScript-based ONNX exporter, fvcore's FLOP
+counter), the layers record plain convs by default, the generator's last 1x1 conv before
+``dcdc::lsa_aggregate`` and the depth-wise and narrow 1x1 convs as ``aten::_convolution``, which
+FLOP counters count; inside :func:`deployment_tracing` they record what eager runs (the fused
+and native ``dcdc`` ops, the GEMM form of the 1x1 convs), so that a traced model runs as fast
+as the eager one. Both graphs compute the same values.
+
 A backend covers the cases it has kernels for (the native fused generation and depth-wise conv
 need float32, for instance); the rest of an operator runs the PyTorch composite. An unknown
 value, or a backend that cannot run the given tensors, raises ``RuntimeError`` naming the
 choices.
 """
+import contextlib
 import functools
 import importlib.util
 import logging
 import os
 
-__all__ = ["BACKENDS", "native_available", "triton_available", "resolve_backend", "native"]
+import torch
+
+__all__ = ["BACKENDS", "native_available", "triton_available", "resolve_backend", "native",
+           "deployment_tracing", "tracing_convs"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +99,22 @@ def resolve_backend(device):
             raise RuntimeError(f"{ENV_VAR}=triton runs CUDA tensors, got {device.type}; choose "
                                f"one of {', '.join(BACKENDS)}.")
     return value
+
+
+_deployment_traces = 0
+
+
+@contextlib.contextmanager
+def deployment_tracing():
+    """JIT traces inside record the ``dcdc`` ops eager runs, not plain convs (see above)."""
+    global _deployment_traces
+    _deployment_traces += 1
+    try:
+        yield
+    finally:
+        _deployment_traces -= 1
+
+
+def tracing_convs():
+    """Whether this call is being traced to be counted: record plain convs, not fused ops."""
+    return torch.jit.is_tracing() and not _deployment_traces

@@ -21,6 +21,7 @@ from torch import nn
 from detectron2.layers import Conv2d, get_norm
 
 from .aggregation import lsa_generate_aggregate
+from .backend import tracing_convs
 from .depthwise import depthwise_conv
 
 __all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "OPERATORS", "OPERATOR_DEFAULTS",
@@ -62,10 +63,11 @@ def _conv1x1(conv, x, addend=None):
     addend as the GEMM's additive input: the same sum without the NCHW <-> blocked-layout
     reorders oneDNN makes around each ``F.conv2d`` of the kernel generators' narrow 1x1 convs,
     and without a separate pass for the sum. Other devices, non-contiguous inputs and JIT
-    tracing (so fvcore's FLOP counter sees the convs it counts) call the module unchanged.
+    traces for counting (so fvcore's FLOP counter sees the convs it counts, see
+    :func:`.backend.deployment_tracing`) call the module unchanged.
     """
     if (x.device.type != "cpu" or not x.is_contiguous() or x.numel() == 0
-            or torch.jit.is_tracing()
+            or tracing_convs()
             or conv.weight.shape[-2:] != (1, 1) or conv.groups != 1
             or tuple(conv.stride) != (1, 1) or tuple(conv.padding) != (0, 0)
             or (addend is not None

@@ -6,11 +6,13 @@ around each call, which costs more than the 9 multiply-adds per value on the gen
 on NCHW directly, forward and backward, registered as ``torch.ops.dcdc.depthwise_conv`` (see
 :mod:`.ops`). :func:`depthwise_conv` calls that op for CPU float32 tensors, and the module itself
 everywhere else (other devices, where cuDNN and the compilers handle depth-wise convs; other
-dtypes; JIT tracing, so FLOP counters see a conv; other conv geometries).
+dtypes; JIT traces for counting, so FLOP counters see a conv, see
+:func:`.backend.deployment_tracing`; other conv geometries).
 """
 import torch
 
 from . import ops  # noqa: F401  (registers torch.ops.dcdc)
+from .backend import tracing_convs
 
 __all__ = ["depthwise_conv"]
 
@@ -20,7 +22,7 @@ def _native_applies(conv, x):
     k = conv.weight.shape[-1]
     return (x.device.type == "cpu" and x.dim() == 4
             and x.dtype == conv.weight.dtype == torch.float32 and x.numel() > 0
-            and not torch.jit.is_tracing() and conv.bias is None
+            and not tracing_convs() and conv.bias is None
             and getattr(conv, "norm", None) is None and getattr(conv, "activation", None) is None
             and conv.groups == conv.in_channels == conv.out_channels == x.shape[1]
             and tuple(conv.weight.shape[-2:]) == (k, k) and k in ops.NATIVE_DEPTHWISE_SIZES
