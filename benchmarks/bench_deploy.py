@@ -30,16 +30,18 @@ import os
 
 import torch
 
+from dcdc.export.cli import DEFAULT_OPSET
+
 from benchmarks.common import (
     format_table, interleaved, machine_line, peak_rss_mb, ratio_cells, run_case, time_call,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = [  # (label, config)
-    ("quickstart Panoptic FPN (DCDC-R26 narrow, DCDC neck)",
-     "configs/quickstart_panoptic_fpn_dcdc_shapes.yaml"),
-    ("Mask R-CNN DCDC-R50-FPN", "configs/mask_rcnn_dcdc_r50.yaml"),
-]
+MODELS = {  # --only name: (label, config)
+    "quickstart": ("quickstart Panoptic FPN (DCDC-R26 narrow, DCDC neck)",
+                   "configs/quickstart_panoptic_fpn_dcdc_shapes.yaml"),
+    "maskrcnn": ("Mask R-CNN DCDC-R50-FPN", "configs/mask_rcnn_dcdc_r50.yaml"),
+}
 RUNTIMES = ("eager", "torchscript", "onnxruntime")
 OPTS = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"]
 
@@ -111,8 +113,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch and onnxruntime intra-op threads (default: torch's)")
-    parser.add_argument("--opset", type=int, default=17)
-    parser.add_argument("--only", choices=["quickstart", "maskrcnn"])
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--only", choices=list(MODELS))
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "bench_deploy"),
                         help="folder for the exported models (rewritten on every run)")
     args = parser.parse_args()
@@ -122,7 +124,7 @@ def main():
         return
 
     print(f"{machine_line(torch.device('cpu'))}\n", flush=True)
-    models = [m for m in MODELS if args.only is None or (args.only == "maskrcnn") == ("R50" in m[0])]
+    models = [m for name, m in MODELS.items() if args.only in (None, name)]
     base = {"size": args.size, "threads": args.threads, "opset": args.opset}
     cases = []
     for label, config in models:
