@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from detectron2.layers import Conv2d
 
 from dcdc.layers import aggregation
-from dcdc.layers.depthwise import _native_applies, depthwise_conv
+from dcdc.layers.depthwise import native_depthwise_applies, depthwise_conv
 
 needs_native = pytest.mark.skipif(not aggregation.native_available(),
                                   reason="dcdc._C not built (no compiler at install)")
@@ -27,7 +27,7 @@ def test_native_depthwise_matches_float64_conv(shape, k):
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
     x = torch.randn(shape, generator=gen).requires_grad_(True)
     grad = torch.randn(shape, generator=gen)
-    assert _native_applies(conv, x)
+    assert native_depthwise_applies(conv, x)
     out = depthwise_conv(conv, x)
     out.backward(grad)
     x64 = x.detach().double().requires_grad_(True)
@@ -67,5 +67,5 @@ def test_native_depthwise_threads_agree_and_partial_grads():
 ], ids=["stride", "k9", "bias", "float64", "grouped"])
 def test_other_convs_use_the_module(conv, x):
     conv = conv.to(x.dtype)
-    assert not _native_applies(conv, x)
+    assert not native_depthwise_applies(conv, x)
     torch.testing.assert_close(depthwise_conv(conv, x), conv(x))

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.layers import Conv2d, get_norm
+from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 
 from .aggregation import lsa_generate_aggregate
-from .backend import tracing_convs
-from .depthwise import depthwise_conv
+from .backend import native, resolve_backend, tracing_convs
+from .depthwise import depthwise_conv, native_depthwise_applies
 
 __all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "OPERATORS", "OPERATOR_DEFAULTS",
            "gsi_channels", "group_norm"]
@@ -35,14 +35,21 @@ class _CeilAvgPool2(nn.Module):
     """``AvgPool2d(2, 2, ceil_mode=True)`` computed as a copy of an odd last row / column appended
     by ``cat``, followed by a floor-mode pool: the same values (the extended window averages
     copies of the edge). torch 2.14's Inductor differentiates this correctly, but neither the
-    ceil-mode pool's backward on odd sizes nor a replicate pad's."""
+    ceil-mode pool's backward on odd sizes nor a replicate pad's.
+
+    Without autograd the pool is the sum of the four strided quarter-maps: on CPU, 4x faster
+    than ``avg_pool2d`` on NCHW maps (which reads them one window at a time). With autograd it
+    is ``avg_pool2d``, whose backward is one pass (the slices' backward would be four)."""
 
     def forward(self, x):
         if x.shape[-2] % 2:
             x = torch.cat([x, x[..., -1:, :]], dim=-2)
         if x.shape[-1] % 2:
             x = torch.cat([x, x[..., -1:]], dim=-1)
-        return F.avg_pool2d(x, 2, 2)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return F.avg_pool2d(x, 2, 2)
+        rows = x[..., 0::2, :] + x[..., 1::2, :]
+        return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
 
 
 def _downsample(stride):
@@ -54,40 +61,111 @@ def _downsample(stride):
     return nn.AvgPool2d(stride, stride, ceil_mode=True)
 
 
-def _conv1x1(conv, x, addend=None):
+def _frozen_affine(norm):
+    """``(scale, shift)`` with ``norm(y) == scale * y + shift`` per channel, for a BatchNorm
+    that uses its running statistics (eval mode, or detectron2's FrozenBatchNorm2d); else None."""
+    if isinstance(norm, FrozenBatchNorm2d):
+        pass
+    elif not (isinstance(norm, nn.BatchNorm2d) and not norm.training
+              and norm.running_var is not None and norm.affine):
+        return None
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    return scale, norm.bias - norm.running_mean * scale
+
+
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _native_inference(conv, x, depthwise):
+    """``_conv1x1``'s result from the native inference kernel, or None where that does not apply.
+
+    It applies in eager inference (no JIT trace, no compile, nothing that needs a gradient) on
+    contiguous CPU float32 maps with the native backend, for a 1x1 conv whose norm folds into it
+    (running statistics) and whose activation, if any, is a ReLU: one pass that reads ``x`` (and
+    makes its depth-wise conv row by row in cache) and writes the output.
+    """
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous()
+            or x.numel() == 0 or conv.weight.dtype != torch.float32
+            or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or _needs_grad(x, *conv.parameters(),
+                           *(depthwise.parameters() if depthwise is not None else ()))
+            or (depthwise is not None and not native_depthwise_applies(depthwise, x))
+            or not isinstance(conv.activation, (type(None), nn.ReLU))
+            or resolve_backend(x.device) != "native"):
+        return None
+    weight, bias = conv.weight.view(conv.weight.shape[0], -1), conv.bias
+    if conv.norm is not None:
+        affine = _frozen_affine(conv.norm)
+        if affine is None:
+            return None
+        scale, shift = affine
+        weight = weight * scale[:, None]
+        bias = shift if bias is None else bias * scale + shift
+    return native.pointwise_forward(
+        x, weight.t().contiguous(), None if bias is None else bias.contiguous(),
+        None if depthwise is None else depthwise.weight.contiguous(), conv.activation is not None)
+
+
+def _conv1x1(conv, x, addend=None, depthwise=None):
     """``conv(x)`` for a 1x1, stride-1, ungrouped detectron2 ``Conv2d`` (with its norm /
     activation), or ``addend + conv(x)`` when ``addend`` is given (a conv without bias, norm or
-    activation).
+    activation; ``addend`` is then overwritten with the sum in eager mode). With ``depthwise``
+    (a depth-wise ``Conv2d``), ``conv(depthwise(x))``.
 
-    On CPU this is one GEMM on the (B, C, H*W) view of an NCHW tensor, with the bias or the
-    addend as the GEMM's additive input: the same sum without the NCHW <-> blocked-layout
-    reorders oneDNN makes around each ``F.conv2d`` of the kernel generators' narrow 1x1 convs,
-    and without a separate pass for the sum. Other devices, non-contiguous inputs and JIT
-    traces for counting (so fvcore's FLOP counter sees the convs it counts, see
+    On CPU, eager inference without ``addend`` runs :func:`_native_inference` (depth-wise conv,
+    1x1 conv, folded norm and ReLU in one native pass). Otherwise this is one GEMM on the (B, C, H*W) view
+    of an NCHW tensor, with the bias or the addend as the GEMM's additive input: the same sum
+    without the NCHW <-> blocked-layout reorders oneDNN makes around each ``F.conv2d`` of the
+    kernel generators' narrow 1x1 convs, and without a separate pass for the sum. A BatchNorm on
+    running statistics is folded into the GEMM (weight rows scaled, shift as the additive
+    input), so it costs no pass either. Other devices, non-contiguous inputs and JIT traces for
+    counting (so fvcore's FLOP counter sees the convs it counts, see
     :func:`.backend.deployment_tracing`) call the module unchanged.
     """
-    if (x.device.type != "cpu" or not x.is_contiguous() or x.numel() == 0
-            or tracing_convs()
-            or conv.weight.shape[-2:] != (1, 1) or conv.groups != 1
+    if (conv.weight.shape[-2:] != (1, 1) or conv.groups != 1
             or tuple(conv.stride) != (1, 1) or tuple(conv.padding) != (0, 0)
             or (addend is not None
                 and (conv.bias is not None or conv.norm is not None or conv.activation is not None))):
+        raise ValueError(f"_conv1x1 got a conv it does not compute: {conv}")
+    if addend is None and not tracing_convs():
+        y = _native_inference(conv, x, depthwise)
+        if y is not None:
+            return y
+    if depthwise is not None:
+        x = depthwise_conv(depthwise, x)
+    if (x.device.type != "cpu" or not x.is_contiguous() or x.numel() == 0 or tracing_convs()):
         y = conv(x)
         return y if addend is None else addend + y
     batch, channels, height, width = x.shape
-    weight = conv.weight.view(1, conv.weight.shape[0], channels).to(x.dtype).expand(batch, -1, -1)
+    weight = conv.weight.view(conv.weight.shape[0], channels)
+    bias, norm = conv.bias, conv.norm
+    affine = _frozen_affine(norm) if norm is not None else None
+    if affine is not None:
+        scale, shift = affine
+        weight = weight * scale[:, None]
+        bias = shift if bias is None else bias * scale + shift
+        norm = None
+    weight = weight.to(x.dtype).expand(batch, -1, -1)
     flat = x.view(batch, channels, height * width)
     if addend is not None:
         add = addend.reshape(batch, -1, height * width)
-    elif conv.bias is not None:
-        add = conv.bias.to(x.dtype).view(1, -1, 1)
+    elif bias is not None:
+        add = bias.to(x.dtype).view(1, -1, 1)
     else:
         add = None
-    # bmm, not matmul: matmul may return a transposed, non-contiguous result
-    y = torch.bmm(weight, flat) if add is None else torch.baddbmm(add, weight, flat)
+    # bmm, not matmul: matmul may return a transposed, non-contiguous result. The addend is
+    # summed into in place in eager mode (it is the LSA output, not used afterwards): one pass
+    # over a C-channel map and one allocation fewer; traced / compiled graphs stay functional.
+    if add is None:
+        y = torch.bmm(weight, flat)
+    elif addend is not None and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        y = add.baddbmm_(weight, flat)
+    else:
+        y = torch.baddbmm(add, weight, flat)
     y = y.view(batch, -1, height, width)
-    if conv.norm is not None:
-        y = conv.norm(y)
+    if norm is not None:
+        y = norm(y)
     if conv.activation is not None:
         y = conv.activation(y)
     return y
@@ -158,10 +236,7 @@ class LSA(nn.Module):
 
     def hidden(self, x):
         """phi of Eq. 7 up to its last 1x1 conv: (B, C/r, H', W')."""
-        h = self.pool(x)
-        if self.dw_in is not None:
-            h = depthwise_conv(self.dw_in, h)
-        h = _conv1x1(self.reduce, h)
+        h = _conv1x1(self.reduce, self.pool(x), depthwise=self.dw_in)
         if self.dw_hidden is not None:
             h = depthwise_conv(self.dw_hidden, h)
         return h

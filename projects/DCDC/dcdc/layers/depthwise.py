@@ -14,10 +14,10 @@ import torch
 from . import ops  # noqa: F401  (registers torch.ops.dcdc)
 from .backend import tracing_convs
 
-__all__ = ["depthwise_conv"]
+__all__ = ["depthwise_conv", "native_depthwise_applies"]
 
 
-def _native_applies(conv, x):
+def native_depthwise_applies(conv, x):
     """Whether ``conv(x)`` is a conv ``torch.ops.dcdc.depthwise_conv`` computes, on CPU float32."""
     k = conv.weight.shape[-1]
     return (x.device.type == "cpu" and x.dim() == 4
@@ -32,6 +32,6 @@ def _native_applies(conv, x):
 
 def depthwise_conv(conv, x):
     """``conv(x)`` for a depth-wise ``Conv2d`` (groups = channels, no bias / norm / activation)."""
-    if _native_applies(conv, x):
+    if native_depthwise_applies(conv, x):
         return torch.ops.dcdc.depthwise_conv(x, conv.weight)
     return conv(x)

@@ -29,6 +29,7 @@
 #include <ATen/Parallel.h>
 
 #include "depthwise_conv.h"
+#include "pointwise_conv.h"
 #include "simd.h"
 
 #include <algorithm>
@@ -257,12 +258,20 @@ struct PhasedRows {
   }
   void fill(float* buf, const float* row, int64_t width, int64_t pad) const {
     if (stride == 1) return pad_row(buf, row, width, pad, row_len);
-    for (int64_t phase = 0; phase < stride; ++phase) {  // gather, no division per element
+    for (int64_t phase = 0; phase < stride; ++phase) {
+      // positions [lo, hi) read input columns pos * stride + off inside [0, width), no branch
       float* dst = buf + phase * phase_len;
-      for (int64_t pos = 0; pos < phase_len; ++pos) {
-        const int64_t c = pos * stride + phase - pad;
-        dst[pos] = c >= 0 && c < width ? row[c] : 0.f;
+      const int64_t off = phase - pad, last = width - 1 - off;
+      const int64_t lo = std::min(phase_len, off >= 0 ? 0 : (stride - 1 - off) / stride);
+      const int64_t hi = std::max(lo, last < 0 ? 0 : std::min(phase_len, last / stride + 1));
+      const float* src = row + off;
+      std::fill(dst, dst + lo, 0.f);
+      if (stride == 2) {  // a constant stride the compiler vectorizes
+        for (int64_t pos = lo; pos < hi; ++pos) dst[pos] = src[2 * pos];
+      } else {
+        for (int64_t pos = lo; pos < hi; ++pos) dst[pos] = src[pos * stride];
       }
+      std::fill(dst + hi, dst + phase_len, 0.f);
     }
   }
   const float* tap(const float* buf, int64_t j) const { return buf + tap_offset[j]; }
@@ -753,6 +762,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "depth-wise conv backward (CPU): (grad_x, grad_weight)");
   m.def("lsa_fused_backward_generator", &lsa_fused_backward_generator,
         "gradients of lsa_fused_forward's hidden, weight, bias (CPU, float32)");
+  m.def("pointwise_forward", &dcdc::pointwise_forward, py::arg("x"), py::arg("weight_t"),
+        py::arg("bias"), py::arg("depthwise_weight"), py::arg("relu"),
+        "inference 1x1 conv, optionally after a depth-wise conv, with bias and ReLU (CPU)");
   m.def("lsa_fused_forward", &lsa_fused_forward,
         "LSA aggregation with the kernels generated on the fly by a 1x1 conv (CPU, float32)");
 }

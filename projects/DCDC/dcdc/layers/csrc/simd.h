@@ -32,6 +32,7 @@ DCDC_INLINE RowTile broadcast_tile(float v) { return RowTile{} + v; }
 struct RowTile {
   float v[TW];
   float operator[](int64_t i) const { return v[i]; }
+  float& operator[](int64_t i) { return v[i]; }
   RowTile& operator+=(const RowTile& o) {
     for (int64_t i = 0; i < TW; ++i) v[i] += o.v[i];
     return *this;
@@ -56,5 +57,10 @@ DCDC_INLINE RowTile load_tile(const float* p) {
   return v;
 }
 DCDC_INLINE void store_tile(float* p, const RowTile& v) { std::memcpy(p, &v, sizeof(v)); }
+DCDC_INLINE RowTile relu_tile(const RowTile& v) {
+  RowTile r = v;
+  for (int64_t i = 0; i < TW; ++i) r[i] = v[i] > 0.f ? v[i] : 0.f;
+  return r;
+}
 
 }  // namespace dcdc
