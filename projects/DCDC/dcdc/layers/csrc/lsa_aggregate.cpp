@@ -277,58 +277,101 @@ struct PhasedRows {
   const float* tap(const float* buf, int64_t j) const { return buf + tap_offset[j]; }
 };
 
-template <int NB>
-DCDC_INLINE void forward_tile(const float* xbuf, const PhasedRows& rows, const float* k_row0,
-                              int64_t k_tap_stride, float* out0, int64_t out_stride, int64_t w0,
-                              int64_t i_lo, int64_t i_hi, int64_t K) {
-  RowTile acc[NB] = {};
-  for (int64_t i = i_lo; i < i_hi; ++i) {
+// Output rows per task of the float32 forward. Rows h and h + 1 read the same input rows (at
+// taps i and i - s), so each input tile loaded feeds both: per multiply-add, loads drop from
+// (CB + 1) / CB to (CB + RB) / (RB * CB); the input loads, most of them across cache lines, are
+// what bounds this loop.
+constexpr int64_t RB = 2;
+
+// Tile [w0, w0 + TW) of NR output rows x NC channels. xbuf holds NC * in_rows padded input
+// rows, in_rows = (NR - 1) * s + K, starting at input row h * s - p; tap t of output row r's
+// kernels is at k_rows[r] + t * k_tap_stride.
+template <int NR, int NC>
+DCDC_INLINE void forward_tile(const float* xbuf, const PhasedRows& rows, int64_t in_rows,
+                              const float* const* k_rows, int64_t k_tap_stride, float* out0,
+                              int64_t channel_stride, int64_t row_stride, int64_t w0, int64_t K,
+                              int64_t s) {
+  RowTile acc[NR][NC] = {};
+  for (int64_t ii = 0; ii < in_rows; ++ii) {
     for (int64_t j = 0; j < K; ++j) {
-      const RowTile kv = load_tile(k_row0 + (i * K + j) * k_tap_stride + w0);
-      for (int cb = 0; cb < NB; ++cb)
-        acc[cb] += load_tile(rows.tap(xbuf + (cb * K + i) * rows.row_len, j) + w0) * kv;
+      RowTile xv[NC];
+      for (int cb = 0; cb < NC; ++cb)
+        xv[cb] = load_tile(rows.tap(xbuf + (cb * in_rows + ii) * rows.row_len, j) + w0);
+      for (int r = 0; r < NR; ++r) {
+        const int64_t i = ii - r * s;
+        if (i < 0 || i >= K) continue;
+        const RowTile kv = load_tile(k_rows[r] + (i * K + j) * k_tap_stride + w0);
+        for (int cb = 0; cb < NC; ++cb) acc[r][cb] += xv[cb] * kv;
+      }
     }
   }
-  for (int cb = 0; cb < NB; ++cb) store_tile(out0 + cb * out_stride + w0, acc[cb]);
+  for (int r = 0; r < NR; ++r)
+    for (int cb = 0; cb < NC; ++cb)
+      store_tile(out0 + r * row_stride + cb * channel_stride + w0, acc[r][cb]);
 }
 
-// Output row h of the channels of group grp of sample b, from the K*K kernel rows of that
-// (b, grp, h): tap t's row starts at k_row0 + t * k_tap_stride. buf holds CB * K padded rows.
-DCDC_INLINE void forward_row_f32(const float* x, const float* k_row0, int64_t k_tap_stride,
-                                 float* out, const Geometry& g, const PhasedRows& rows, float* buf,
-                                 int64_t b, int64_t grp, int64_t h) {
+template <int NR>
+DCDC_INLINE void forward_rows_nr(const float* x, const float* const* k_rows, int64_t k_tap_stride,
+                                 float* out, const Geometry& g, const PhasedRows& rows,
+                                 float* buf, int64_t b, int64_t grp, int64_t h) {
   const int64_t s = g.stride, K = g.kernel_size, p = g.pad, cpg = g.channels_per_group();
   const int64_t hw_out = g.out_h * g.out_w, hw_in = g.height * g.width;
-  const int64_t i_lo = std::max<int64_t>(0, p - h * s);
-  const int64_t i_hi = std::min<int64_t>(K, g.height + p - h * s);
+  const int64_t in_rows = (NR - 1) * s + K, y0 = h * s - p;
   for (int64_t c0 = grp * cpg; c0 < (grp + 1) * cpg; c0 += CB) {
     const int64_t nb = std::min<int64_t>(CB, (grp + 1) * cpg - c0);
-    for (int64_t cb = 0; cb < nb; ++cb)
-      for (int64_t i = i_lo; i < i_hi; ++i)
-        rows.fill(buf + (cb * K + i) * rows.row_len,
-                  x + (b * g.channels + c0 + cb) * hw_in + (h * s + i - p) * g.width, g.width, p);
+    for (int64_t cb = 0; cb < nb; ++cb) {
+      for (int64_t ii = 0; ii < in_rows; ++ii) {
+        float* dst = buf + (cb * in_rows + ii) * rows.row_len;
+        const int64_t y = y0 + ii;
+        if (y < 0 || y >= g.height)  // zero padding rows
+          std::fill(dst, dst + rows.row_len, 0.f);
+        else
+          rows.fill(dst, x + (b * g.channels + c0 + cb) * hw_in + y * g.width, g.width, p);
+      }
+    }
     float* out0 = out + ((b * g.channels + c0) * g.out_h + h) * g.out_w;
     for_each_tile(g.out_w, [&](int64_t w0) {
       if (nb == CB) {
-        forward_tile<CB>(buf, rows, k_row0, k_tap_stride, out0, hw_out, w0, i_lo, i_hi, K);
+        forward_tile<NR, CB>(buf, rows, in_rows, k_rows, k_tap_stride, out0, hw_out, g.out_w, w0,
+                             K, s);
       } else {
         for (int64_t cb = 0; cb < nb; ++cb)
-          forward_tile<1>(buf + cb * K * rows.row_len, rows, k_row0, k_tap_stride,
-                          out0 + cb * hw_out, hw_out, w0, i_lo, i_hi, K);
+          forward_tile<NR, 1>(buf + cb * in_rows * rows.row_len, rows, in_rows, k_rows,
+                              k_tap_stride, out0 + cb * hw_out, hw_out, g.out_w, w0, K, s);
       }
     });
   }
 }
 
+// Output rows [h, h + nr) (nr <= RB) of the channels of group grp of sample b; tap t of row r's
+// kernels starts at k_rows[r] + t * k_tap_stride. buf holds CB * ((RB - 1) * s + K) padded rows.
+DCDC_INLINE void forward_rows_f32(const float* x, const float* const* k_rows,
+                                  int64_t k_tap_stride, float* out, const Geometry& g,
+                                  const PhasedRows& rows, float* buf, int64_t b, int64_t grp,
+                                  int64_t h, int64_t nr) {
+  static_assert(RB == 2, "forward_rows_f32 dispatches 1 or 2 rows");
+  if (nr == 2)
+    forward_rows_nr<2>(x, k_rows, k_tap_stride, out, g, rows, buf, b, grp, h);
+  else
+    forward_rows_nr<1>(x, k_rows, k_tap_stride, out, g, rows, buf, b, grp, h);
+}
+
+int64_t forward_buffer_len(const Geometry& g, const PhasedRows& rows) {
+  return CB * ((RB - 1) * g.stride + g.kernel_size) * rows.row_len;
+}
+
+// Tasks [begin, end) of the B * G * ceil(H' / RB) (sample, group, row block) tasks.
 DCDC_MULTIVERSION void forward_f32(const float* x, const float* k, float* out, const Geometry& g,
                                    int64_t begin, int64_t end) {
-  const int64_t hw_out = g.out_h * g.out_w;
+  const int64_t hw_out = g.out_h * g.out_w, blocks = (g.out_h + RB - 1) / RB;
   const PhasedRows rows(g);
-  std::vector<float> buf(CB * g.kernel_size * rows.row_len);
+  std::vector<float> buf(forward_buffer_len(g, rows));
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t h = task % g.out_h, bg = task / g.out_h;
-    forward_row_f32(x, k + bg * g.taps() * hw_out + h * g.out_w, hw_out, out, g, rows,
-                    buf.data(), bg / g.groups, bg % g.groups, h);
+    const int64_t h = task % blocks * RB, bg = task / blocks, nr = std::min(RB, g.out_h - h);
+    const float* k_rows[RB];
+    for (int64_t r = 0; r < RB; ++r) k_rows[r] = k + bg * g.taps() * hw_out + (h + r) * g.out_w;
+    forward_rows_f32(x, k_rows, hw_out, out, g, rows, buf.data(), bg / g.groups, bg % g.groups,
+                     h, nr);
   }
 }
 
@@ -360,26 +403,30 @@ DCDC_MULTIVERSION void fused_forward_f32(const float* x, const float* hidden,
                                          const float* weight_t, const float* bias,
                                          int64_t reduced, float* out, const Geometry& g,
                                          int64_t begin, int64_t end) {
-  const int64_t taps = g.taps(), hw_out = g.out_h * g.out_w;
+  const int64_t taps = g.taps(), hw_out = g.out_h * g.out_w, blocks = (g.out_h + RB - 1) / RB;
   const PhasedRows rows(g);
-  std::vector<float> buf(CB * g.kernel_size * rows.row_len), kbuf(taps * g.out_w);
+  std::vector<float> buf(forward_buffer_len(g, rows)), kbuf(RB * taps * g.out_w);
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t h = task % g.out_h, bg = task / g.out_h, grp = bg % g.groups, b = bg / g.groups;
-    const float* hidden_row = hidden + b * reduced * hw_out + h * g.out_w;
+    const int64_t h = task % blocks * RB, bg = task / blocks, grp = bg % g.groups, b = bg / g.groups;
+    const int64_t nr = std::min(RB, g.out_h - h);
     const float* w_g = weight_t + grp * reduced * taps;
     const float* b_g = bias != nullptr ? bias + grp * taps : nullptr;
-    // (a plain loop, not for_each_tile: GCC outlines that lambda out of the target clones here)
-    for (int64_t tile = 0; tile < g.out_w; tile += TW) {
-      const int64_t w0 = std::min(tile, g.out_w - TW);  // the last tile may overlap
-      int64_t t0 = 0;
-      for (; t0 + NT <= taps; t0 += NT)
-        generate_tile<NT>(hidden_row, hw_out, w_g, b_g, reduced, taps, t0, w0, kbuf.data(),
-                          g.out_w);
-      for (; t0 < taps; ++t0)
-        generate_tile<1>(hidden_row, hw_out, w_g, b_g, reduced, taps, t0, w0, kbuf.data(),
-                         g.out_w);
+    const float* k_rows[RB];
+    for (int64_t r = 0; r < nr; ++r) {
+      const float* hidden_row = hidden + b * reduced * hw_out + (h + r) * g.out_w;
+      float* k_row = kbuf.data() + r * taps * g.out_w;
+      k_rows[r] = k_row;
+      // (a plain loop, not for_each_tile: GCC outlines that lambda out of the target clones here)
+      for (int64_t tile = 0; tile < g.out_w; tile += TW) {
+        const int64_t w0 = std::min(tile, g.out_w - TW);  // the last tile may overlap
+        int64_t t0 = 0;
+        for (; t0 + NT <= taps; t0 += NT)
+          generate_tile<NT>(hidden_row, hw_out, w_g, b_g, reduced, taps, t0, w0, k_row, g.out_w);
+        for (; t0 < taps; ++t0)
+          generate_tile<1>(hidden_row, hw_out, w_g, b_g, reduced, taps, t0, w0, k_row, g.out_w);
+      }
     }
-    forward_row_f32(x, kbuf.data(), g.out_w, out, g, rows, buf.data(), b, grp, h);
+    forward_rows_f32(x, k_rows, g.out_w, out, g, rows, buf.data(), b, grp, h, nr);
   }
 }
 
@@ -603,7 +650,8 @@ at::Tensor lsa_forward(const at::Tensor& x_in, const at::Tensor& kernels_in, int
     const float* xp = x.data_ptr<float>();
     const float* kp = kernels.data_ptr<float>();
     float* op = out.data_ptr<float>();
-    at::parallel_for(0, g.batch * g.groups * g.out_h, g.grain(), [&](int64_t begin, int64_t end) {
+    const int64_t tasks = g.batch * g.groups * ((g.out_h + RB - 1) / RB);
+    at::parallel_for(0, tasks, (g.grain() + RB - 1) / RB, [&](int64_t begin, int64_t end) {
       forward_f32(xp, kp, op, g, begin, end);
     });
     return out;
@@ -708,7 +756,8 @@ at::Tensor lsa_fused_forward(const at::Tensor& x_in, const at::Tensor& hidden_in
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
   const int64_t reduced = weight_in.size(1);
-  at::parallel_for(0, g.batch * g.groups * g.out_h, g.grain(), [&](int64_t begin, int64_t end) {
+  const int64_t tasks = g.batch * g.groups * ((g.out_h + RB - 1) / RB);
+  at::parallel_for(0, tasks, (g.grain() + RB - 1) / RB, [&](int64_t begin, int64_t end) {
     fused_forward_f32(xp, hp, wp, bp, reduced, op, g, begin, end);
   });
   return out;
