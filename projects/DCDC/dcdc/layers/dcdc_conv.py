@@ -114,14 +114,14 @@ def _conv1x1(conv, x, addend=None, depthwise=None):
     (a depth-wise ``Conv2d``), ``conv(depthwise(x))``.
 
     On CPU, eager inference without ``addend`` runs :func:`_native_inference` (depth-wise conv,
-    1x1 conv, folded norm and ReLU in one native pass). Otherwise this is one GEMM on the (B, C, H*W) view
-    of an NCHW tensor, with the bias or the addend as the GEMM's additive input: the same sum
-    without the NCHW <-> blocked-layout reorders oneDNN makes around each ``F.conv2d`` of the
-    kernel generators' narrow 1x1 convs, and without a separate pass for the sum. A BatchNorm on
-    running statistics is folded into the GEMM (weight rows scaled, shift as the additive
-    input), so it costs no pass either. Other devices, non-contiguous inputs and JIT traces for
-    counting (so fvcore's FLOP counter sees the convs it counts, see
-    :func:`.backend.deployment_tracing`) call the module unchanged.
+    1x1 conv, folded norm and ReLU in one native pass). Otherwise this is one GEMM on the
+    (B, C, H*W) view of an NCHW tensor (:func:`_gemm1x1`), with the bias or the addend as the
+    GEMM's additive input: the same sum without the NCHW <-> blocked-layout reorders oneDNN
+    makes around each ``F.conv2d`` of the kernel generators' narrow 1x1 convs, and without a
+    separate pass for the sum. A BatchNorm on running statistics is folded into the GEMM (weight
+    rows scaled, shift as the additive input), so it costs no pass either. Other devices,
+    non-contiguous inputs and JIT traces for counting (so fvcore's FLOP counter sees the convs
+    it counts, see :func:`.backend.deployment_tracing`) call the module unchanged.
     """
     if (conv.weight.shape[-2:] != (1, 1) or conv.groups != 1
             or tuple(conv.stride) != (1, 1) or tuple(conv.padding) != (0, 0)
@@ -137,16 +137,28 @@ def _conv1x1(conv, x, addend=None, depthwise=None):
     if (x.device.type != "cpu" or not x.is_contiguous() or x.numel() == 0 or tracing_convs()):
         y = conv(x)
         return y if addend is None else addend + y
-    batch, channels, height, width = x.shape
-    weight = conv.weight.view(conv.weight.shape[0], channels)
-    bias, norm = conv.bias, conv.norm
+    weight, bias, norm = conv.weight.view(conv.weight.shape[0], -1), conv.bias, conv.norm
     affine = _frozen_affine(norm) if norm is not None else None
     if affine is not None:
         scale, shift = affine
         weight = weight * scale[:, None]
         bias = shift if bias is None else bias * scale + shift
         norm = None
-    weight = weight.to(x.dtype).expand(batch, -1, -1)
+    y = _gemm1x1(weight, x, bias, addend)
+    if norm is not None:
+        y = norm(y)
+    if conv.activation is not None:
+        y = conv.activation(y)
+    return y
+
+
+def _gemm1x1(weight, x, bias=None, addend=None):
+    """``weight`` (M, C), or one per sample (B, M, C), applied as a 1x1 conv to the contiguous
+    NCHW ``x``, plus ``bias`` or ``addend``: one (batched) GEMM on the (B, C, H*W) view."""
+    batch, channels, height, width = x.shape
+    weight = weight.to(x.dtype)
+    if weight.dim() == 2:
+        weight = weight.expand(batch, -1, -1)
     flat = x.view(batch, channels, height * width)
     if addend is not None:
         add = addend.reshape(batch, -1, height * width)
@@ -163,12 +175,7 @@ def _conv1x1(conv, x, addend=None, depthwise=None):
         y = add.baddbmm_(weight, flat)
     else:
         y = torch.baddbmm(add, weight, flat)
-    y = y.view(batch, -1, height, width)
-    if norm is not None:
-        y = norm(y)
-    if conv.activation is not None:
-        y = conv.activation(y)
-    return y
+    return y.view(batch, -1, height, width)
 
 
 def group_norm(channels):
@@ -301,6 +308,15 @@ class GSI(nn.Module):
         :class:`DCDCConv2d` adds the LSA branch without another pass over the output)."""
         _check_input(self, x)
         z = _conv1x1(self.reduce, x)
+        if (self.dynamic and self.kernel_size == 1 and not tracing_convs()
+                and z.device.type == "cpu" and z.numel() > 0):
+            # Eq. 8 with k = 1 then the expansion: E (P_b z) = (E P_b) z, so one GEMM per sample
+            # with a C x m weight, without the m-channel map P_b z. (Traces for counting keep the
+            # two steps, whose convs FLOP counters count.)
+            weight = self.expand.weight.view(self.channels, self.width).to(z.dtype)
+            kernels = self.dynamic_kernels(z).view(z.shape[0], self.width, self.width)
+            return _gemm1x1(torch.matmul(weight, kernels.to(z.dtype)),
+                            self.pool(z).contiguous(), addend=addend)
         if self.dynamic:
             z = per_sample_conv(self.pool(z), self.dynamic_kernels(z))   # Eq. 8
         else:
