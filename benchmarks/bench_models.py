@@ -21,7 +21,11 @@ Run from the repository root::
 ``SOLVER.AMP.ENABLED``); the dcdc ops then run in bf16.
 
 Each case runs in its own process (see ``benchmarks/common.py``): median time of ``--repeat``
-calls after a warm-up, and the extra peak memory of those calls. The cases of a table run
+calls after a warm-up, the minor page faults per call and the extra peak memory of those calls.
+On a VM where a page fault is expensive, the faults on fresh tensor memory take about a third
+of a CPU forward, the same work for both models, and their number changes from process to
+process with the heap's layout; ``--keep-freed-memory`` runs every case with glibc malloc
+keeping freed memory, which leaves the arithmetic. The cases of a table run
 interleaved for ``--rounds`` rounds and each keeps its fastest round, so a load change on a
 shared machine does not land on one model only. Ratios are against the first row of each table,
 measured in the same run.
@@ -32,7 +36,8 @@ import os
 
 import torch
 
-from benchmarks.common import format_table, interleaved, machine_line, measure, ratio_cells
+from benchmarks.common import (KEEP_FREED_MEMORY, format_table, interleaved, machine_line, measure,
+                               ratio_cells)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKBONES = [  # (label, operator, env)
@@ -136,7 +141,10 @@ def main():
     parser.add_argument("--backbone-train", action="store_true",
                         help="time a backbone training step at batch 2 instead of inference")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="run every case with glibc malloc keeping freed memory (no page "
+                        "faults after the warm-up; see benchmarks/common.py)")
+    parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved rounds; each case keeps its fastest (a slow process on "
                         "a shared machine moved one ratio by up to 20%%)")
     args = parser.parse_args()
@@ -149,21 +157,25 @@ def main():
     device = torch.device(args.device)
     print(f"{machine_line(device)}\n")
     precision = "bf16 autocast" if args.amp else "fp32"
-    headers = ["model", "s", "time vs first row", "per-round range", "extra peak MiB",
-               "memory vs first row"]
+    if args.keep_freed_memory:
+        precision += ", malloc keeps freed memory"
+    malloc_env = KEEP_FREED_MEMORY if args.keep_freed_memory else {}
+    headers = ["model", "s", "time vs first row", "per-round range", "page faults / call",
+               "extra peak MiB", "memory vs first row"]
     tables = []
     if args.only in (None, "backbone"):
         batch = 2 if args.backbone_train else 1
         cases = [(label, {"kind": "backbone", "operator": operator, "size": [800, 1216],
                           "batch": batch, "train": args.backbone_train, "amp": args.amp,
-                          "device": args.device, "repeat": args.repeat}, env)
+                          "device": args.device, "repeat": args.repeat}, {**malloc_env, **env})
                  for label, operator, env in BACKBONES]
         rows = interleaved("benchmarks.bench_models", cases, args.rounds)
         what = "training step" if args.backbone_train else "inference"
         tables.append((f"Backbone {what}, batch {batch}, 800x1216, {precision}", rows))
     if args.only in (None, "maskrcnn"):
         cases = [(label, {"kind": "maskrcnn", "config": config, "size": 512, "batch": 2,
-                          "amp": args.amp, "device": args.device, "repeat": args.repeat}, {})
+                          "amp": args.amp, "device": args.device, "repeat": args.repeat},
+                  malloc_env)
                  for label, config in DETECTORS]
         rows = interleaved("benchmarks.bench_models", cases, args.rounds)
         tables.append((f"Mask R-CNN training iteration, batch 2, 512x512, {precision}", rows))
@@ -172,9 +184,9 @@ def main():
         out = []
         for label, r in rows:
             if "error" in r:
-                out.append([label, "failed: " + r["error"][:70], "", "", "", ""])
+                out.append([label, "failed: " + r["error"][:70], "", "", "", "", ""])
                 continue
-            out.append([label, f"{r['seconds']:.2f}", *ratio_cells(r, ref),
+            out.append([label, f"{r['seconds']:.2f}", *ratio_cells(r, ref), f"{r['faults']:.0f}",
                         f"{r['extra_mb']:.0f}", f"{r['extra_mb'] / ref['extra_mb']:.2f}x"])
         print(f"{title}\n\n{format_table(headers, out)}\n", flush=True)
 

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-__all__ = ["rss_mb", "peak_rss_mb", "time_call", "run_case", "interleaved", "ratio_cells",
-           "machine_line", "format_table", "measure"]
+__all__ = ["rss_mb", "peak_rss_mb", "minor_faults", "time_call", "run_case", "interleaved",
+           "ratio_cells", "machine_line", "format_table", "measure", "KEEP_FREED_MEMORY"]
 
 
 def rss_mb():
@@ -115,18 +115,33 @@ def format_table(headers, rows):
     return "\n".join([line(headers), sep] + [line(r) for r in rows])
 
 
+def minor_faults():
+    """Page faults served without I/O so far in this process (first touches of fresh pages)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+# glibc malloc settings that keep freed memory in the process: no allocation is served by a
+# fresh mmap and the heap is never trimmed, so after the warm-up no call touches fresh pages.
+# (By default glibc mmaps every block above a threshold that adapts up to 32 MiB, and unmaps
+# it on free: each such tensor costs one page fault per 4 KiB page, every time.)
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**36)}
+
+
 def measure(step, device, repeat):
-    """Median seconds of ``repeat`` calls of ``step`` and the extra peak memory (MiB) they need:
-    CUDA's peak allocation, or on CPU the peak RSS above the RSS before the first call."""
+    """Median seconds of ``repeat`` calls of ``step``, the extra peak memory (MiB) they need
+    (CUDA's peak allocation, or on CPU the peak RSS above the RSS before the first call) and
+    the minor page faults per timed call."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = rss_mb()
+    faults = minor_faults()
     seconds = time_call(step, repeat, device)
+    faults = (minor_faults() - faults) / (repeat + 1)  # time_call makes one warm-up call
     if device.type == "cuda":
         extra = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         extra = peak_rss_mb() - base
-    return {"seconds": seconds, "extra_mb": extra}
+    return {"seconds": seconds, "extra_mb": extra, "faults": faults}
