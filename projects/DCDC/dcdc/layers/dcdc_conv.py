@@ -37,16 +37,18 @@ class _CeilAvgPool2(nn.Module):
     copies of the edge). torch 2.14's Inductor differentiates this correctly, but neither the
     ceil-mode pool's backward on odd sizes nor a replicate pad's.
 
-    Without autograd the pool is the sum of the four strided quarter-maps: on CPU, 4x faster
+    In eager inference the pool is the sum of the four strided quarter-maps: on CPU, 4x faster
     than ``avg_pool2d`` on NCHW maps (which reads them one window at a time). With autograd it
-    is ``avg_pool2d``, whose backward is one pass (the slices' backward would be four)."""
+    is ``avg_pool2d``, whose backward is one pass (the slices' backward would be four), and so
+    in traced and compiled graphs (a trace would fix the slices' sizes)."""
 
     def forward(self, x):
         if x.shape[-2] % 2:
             x = torch.cat([x, x[..., -1:, :]], dim=-2)
         if x.shape[-1] % 2:
             x = torch.cat([x, x[..., -1:]], dim=-1)
-        if torch.is_grad_enabled() and x.requires_grad:
+        if ((torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing()
+                or torch.compiler.is_compiling()):
             return F.avg_pool2d(x, 2, 2)
         rows = x[..., 0::2, :] + x[..., 1::2, :]
         return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
