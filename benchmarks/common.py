@@ -34,14 +34,16 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_call(fn, repeat, device):
-    """Run ``fn`` ``repeat`` times after one warm-up call; return the median seconds."""
+def time_call(fn, repeat, device, warmup=True):
+    """Run ``fn`` ``repeat`` times after one warm-up call (unless ``warmup`` is False); return
+    the median seconds."""
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    fn()
+    if warmup:
+        fn()
     sync()
     times = []
     for _ in range(repeat):
@@ -130,16 +132,17 @@ KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOL
 def measure(step, device, repeat):
     """Median seconds of ``repeat`` calls of ``step``, the extra peak memory (MiB) they need
     (CUDA's peak allocation, or on CPU the peak RSS above the RSS before the first call) and
-    the minor page faults per timed call."""
+    the minor page faults per timed call (the warm-up call's are not counted)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = rss_mb()
+    step()  # warm-up
     faults = minor_faults()
-    seconds = time_call(step, repeat, device)
-    faults = (minor_faults() - faults) / (repeat + 1)  # time_call makes one warm-up call
+    seconds = time_call(step, repeat, device, warmup=False)
+    faults = (minor_faults() - faults) / repeat
     if device.type == "cuda":
         extra = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:

@@ -17,6 +17,12 @@ FLOP counters count; inside :func:`deployment_tracing` they record what eager ru
 and native ``dcdc`` ops, the GEMM form of the 1x1 convs), so that a traced model runs as fast
 as the eager one. Both graphs compute the same values.
 
+Eager CPU inference with the native backend (float32, nothing that needs a gradient) also runs
+the generators' narrow 1x1 convs, with the depth-wise conv in front of the first one and their
+folded norms and ReLUs, as one native pass each (``dcdc._C.pointwise_forward``, called from
+:mod:`.dcdc_conv`); traced and compiled graphs hold the ``dcdc`` depth-wise op and the GEMMs it
+stands for, with the same values.
+
 A backend covers the cases it has kernels for (the native fused generation and depth-wise conv
 need float32, for instance); the rest of an operator runs the PyTorch composite. An unknown
 value, or a backend that cannot run the given tensors, raises ``RuntimeError`` naming the

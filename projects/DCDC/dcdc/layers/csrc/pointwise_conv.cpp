@@ -4,10 +4,11 @@
 //   out[b, m, y, x] = act(bias[m] + sum_c weight[m, c] * in[b, c, y, x])
 //   in = x, or dw(x) = the depth-wise K x K conv of x (stride 1, zero padding K / 2)
 //
-// Why native: these convs have few output channels (C/4 and m = sqrt(C) of C inputs) or few
-// shapes where a BLAS GEMM on the (C, H*W) view reaches a
-// fraction of the machine's speed, and oneDNN reorders NCHW maps into a blocked layout and back
-// around each conv. Here one task owns one (b, output row): it gathers the C input rows (or
+// Why native: these convs have few output channels (C/4 and m = sqrt(C) of C inputs), shapes
+// where a BLAS GEMM on the (C, H*W) view reaches a fraction of the machine's speed, and oneDNN
+// reorders NCHW maps into a blocked layout and back around each conv; the depth-wise conv in
+// front of the LSA generator's first 1x1 conv would be another pass over a C-channel map.
+// Here one task owns one (b, output row): it gathers the C input rows (or
 // computes their depth-wise conv) into a buffer that stays in cache and forms the output row
 // with NB output channels x TW columns of accumulators in registers. The depth-wise output is
 // never written to memory, the activation costs no separate pass, and the extra memory is a few
@@ -145,7 +146,7 @@ at::Tensor pointwise_forward(const at::Tensor& x, const at::Tensor& weight_t,
   const float* dw_p = nullptr;
   if (depthwise_weight.has_value() && depthwise_weight->defined()) {
     const at::Tensor& dw = *depthwise_weight;
-    k = dw.size(-1);
+    k = dw.dim() == 4 ? dw.size(3) : 0;
     TORCH_CHECK(dw.dim() == 4 && dw.size(0) == channels && dw.size(1) == 1 && dw.size(2) == k &&
                     (k == 3 || k == 5 || k == 7) && dw.is_contiguous() &&
                     dw.scalar_type() == at::kFloat,
