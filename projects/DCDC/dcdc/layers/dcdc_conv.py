@@ -168,12 +168,15 @@ def _gemm1x1(weight, x, bias=None, addend=None):
         add = bias.to(x.dtype).view(1, -1, 1)
     else:
         add = None
-    # bmm, not matmul: matmul may return a transposed, non-contiguous result. The addend is
-    # summed into in place in eager mode (it is the LSA output, not used afterwards): one pass
-    # over a C-channel map and one allocation fewer; traced / compiled graphs stay functional.
+    # bmm, not matmul: matmul may return a transposed, non-contiguous result. In eager inference
+    # the addend is summed into in place (it is the LSA output, not used afterwards): one pass
+    # over a C-channel map and one allocation fewer. With autograd (the LSA output may be a
+    # custom op's view, which autograd forbids modifying), in traces and compiled graphs the
+    # sum is functional.
     if add is None:
         y = torch.bmm(weight, flat)
-    elif addend is not None and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+    elif (addend is not None and not _needs_grad(add, weight, flat)
+          and not (torch.jit.is_tracing() or torch.compiler.is_compiling())):
         y = add.baddbmm_(weight, flat)
     else:
         y = torch.baddbmm(add, weight, flat)
