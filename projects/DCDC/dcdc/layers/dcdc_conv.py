@@ -47,7 +47,7 @@ class _CeilAvgPool2(nn.Module):
             x = torch.cat([x, x[..., -1:, :]], dim=-2)
         if x.shape[-1] % 2:
             x = torch.cat([x, x[..., -1:]], dim=-1)
-        if ((torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing()
+        if (_needs_grad(x) or torch.jit.is_tracing()
                 or torch.compiler.is_compiling()):
             return F.avg_pool2d(x, 2, 2)
         rows = x[..., 0::2, :] + x[..., 1::2, :]
@@ -75,6 +75,19 @@ def _frozen_affine(norm):
     return scale, norm.bias - norm.running_mean * scale
 
 
+def _fold_norm(conv):
+    """``(weight (M, C), bias, norm)`` of a 1x1 ``Conv2d``: a BatchNorm on running statistics
+    folded into weight and bias (``norm`` is then None), any other norm returned to apply."""
+    weight, bias, norm = conv.weight.view(conv.weight.shape[0], -1), conv.bias, conv.norm
+    affine = _frozen_affine(norm) if norm is not None else None
+    if affine is not None:
+        scale, shift = affine
+        weight = weight * scale[:, None]
+        bias = shift if bias is None else bias * scale + shift
+        norm = None
+    return weight, bias, norm
+
+
 def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -96,14 +109,9 @@ def _native_inference(conv, x, depthwise):
             or not isinstance(conv.activation, (type(None), nn.ReLU))
             or resolve_backend(x.device) != "native"):
         return None
-    weight, bias = conv.weight.view(conv.weight.shape[0], -1), conv.bias
-    if conv.norm is not None:
-        affine = _frozen_affine(conv.norm)
-        if affine is None:
-            return None
-        scale, shift = affine
-        weight = weight * scale[:, None]
-        bias = shift if bias is None else bias * scale + shift
+    weight, bias, norm = _fold_norm(conv)
+    if norm is not None:  # batch statistics do not fold
+        return None
     return native.pointwise_forward(
         x, weight.t().contiguous(), None if bias is None else bias.contiguous(),
         None if depthwise is None else depthwise.weight.contiguous(), conv.activation is not None)
@@ -130,7 +138,7 @@ def _conv1x1(conv, x, addend=None, depthwise=None):
             or (addend is not None
                 and (conv.bias is not None or conv.norm is not None or conv.activation is not None))):
         raise ValueError(f"_conv1x1 got a conv it does not compute: {conv}")
-    if addend is None and not tracing_convs():
+    if addend is None:
         y = _native_inference(conv, x, depthwise)
         if y is not None:
             return y
@@ -139,13 +147,7 @@ def _conv1x1(conv, x, addend=None, depthwise=None):
     if (x.device.type != "cpu" or not x.is_contiguous() or x.numel() == 0 or tracing_convs()):
         y = conv(x)
         return y if addend is None else addend + y
-    weight, bias, norm = conv.weight.view(conv.weight.shape[0], -1), conv.bias, conv.norm
-    affine = _frozen_affine(norm) if norm is not None else None
-    if affine is not None:
-        scale, shift = affine
-        weight = weight * scale[:, None]
-        bias = shift if bias is None else bias * scale + shift
-        norm = None
+    weight, bias, norm = _fold_norm(conv)
     y = _gemm1x1(weight, x, bias, addend)
     if norm is not None:
         y = norm(y)

@@ -368,8 +368,8 @@ DCDC_MULTIVERSION void forward_f32(const float* x, const float* k, float* out, c
   std::vector<float> buf(forward_buffer_len(g, rows));
   for (int64_t task = begin; task < end; ++task) {
     const int64_t h = task % blocks * RB, bg = task / blocks, nr = std::min(RB, g.out_h - h);
-    const float* k_rows[RB];
-    for (int64_t r = 0; r < RB; ++r) k_rows[r] = k + bg * g.taps() * hw_out + (h + r) * g.out_w;
+    const float* k_rows[RB] = {};
+    for (int64_t r = 0; r < nr; ++r) k_rows[r] = k + bg * g.taps() * hw_out + (h + r) * g.out_w;
     forward_rows_f32(x, k_rows, hw_out, out, g, rows, buf.data(), bg / g.groups, bg % g.groups,
                      h, nr);
   }
