@@ -1,13 +1,15 @@
-"""The native inference kernel of the generators' narrow 1x1 convs (``dcdc._C.pointwise_forward``)
-and when ``DCDCConv2d`` uses it, against float64 references and the PyTorch composite."""
+"""The native inference kernel of the 1x1 convs (``dcdc._C.pointwise_forward``), when
+``DCDCConv2d`` and the DCDC-ResNet blocks (``folded_conv``) use it, against float64 references,
+the PyTorch composite and the autograd path."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.layers import Conv2d, FrozenBatchNorm2d
+from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 
-from dcdc.layers import DCDCConv2d, aggregation, dcdc_conv
+from dcdc.layers import DCDCConv2d, aggregation, dcdc_conv, folded_conv
+from dcdc.modeling import build_classifier
 
 needs_native = pytest.mark.skipif(not aggregation.native_available(),
                                   reason="dcdc._C not built (no compiler at install)")
@@ -133,3 +135,64 @@ def test_dcdc_conv_inference_equals_composite(stride, size, monkeypatch):
         composite = op(x)
     assert counting.calls == 2  # LSA's depth-wise + reduce, GSI's reduce
     assert (fast - composite).abs().max() <= 1e-4 * composite.abs().max()
+
+
+def _with_stats(module):
+    """``module`` in eval mode with random BatchNorm statistics and affine parameters."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
+                m.weight.uniform_(0.5, 2)
+                m.bias.normal_()
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2)
+    return module.eval()
+
+
+@pytest.mark.parametrize("in_ch,out_ch,k,stride,norm,native_calls", [
+    (16, 24, 1, 1, "BN", 1),          # block 1x1 conv: the native kernel, BN folded
+    (24, 16, 1, 1, "FrozenBN", 1),
+    (16, 520, 1, 1, "BN", 0),         # wider than 512: one folded F.conv2d
+    (16, 24, 1, 2, "BN", 0),          # strided shortcut
+    (3, 8, 3, 2, "BN", 0),            # stem conv
+    (8, 16, 3, 1, "FrozenBN", 0),
+    (32, 32, 3, 1, "GN", 0),          # no running statistics: conv(x)
+    (16, 8, 1, 1, "", 1),             # no norm
+], ids=str)
+def test_folded_conv_equals_conv_in_inference(in_ch, out_ch, k, stride, norm, native_calls,
+                                              monkeypatch):
+    torch.manual_seed(0)
+    conv = _with_stats(Conv2d(in_ch, out_ch, k, stride=stride, padding=k // 2, bias=not norm,
+                              norm=get_norm(norm, out_ch), activation=nn.ReLU()))
+    x = torch.randn(2, in_ch, 13, 18)
+    if aggregation.native_available():
+        counting = _Counting(dcdc_conv.native)
+        monkeypatch.setattr(dcdc_conv, "native", counting)
+    with torch.no_grad():
+        out = folded_conv(conv, x)
+        ref = conv.double()(x.double())
+    assert out.shape == ref.shape and out.dtype == x.dtype
+    assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+    if aggregation.native_available():
+        assert counting.calls == native_calls
+
+
+def test_folded_conv_is_conv_under_autograd():
+    conv = _with_stats(Conv2d(16, 24, 1, bias=False, norm=nn.BatchNorm2d(24)))
+    x = torch.randn(2, 16, 7, 9, requires_grad=True)
+    out = folded_conv(conv, x)
+    assert torch.equal(out, conv(x))  # the module itself, not a folded or native pass
+    out.sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None
+
+
+@pytest.mark.parametrize("operator", ["conv", "dcdc"])
+def test_dcdc_resnet_inference_equals_autograd_path(operator):
+    """The blocks' folded convs and in-place sums in inference give the autograd path's values."""
+    torch.manual_seed(0)
+    model = _with_stats(build_classifier(26, operator=operator, num_classes=None))
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        fast = model(x)["res5"]
+    ref = model(x.requires_grad_())["res5"].detach()
+    assert (fast - ref).abs().max() <= 1e-4 * ref.abs().max()

@@ -24,8 +24,8 @@ from .aggregation import lsa_generate_aggregate
 from .backend import native, resolve_backend, tracing_convs
 from .depthwise import depthwise_conv, native_depthwise_applies
 
-__all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "OPERATORS", "OPERATOR_DEFAULTS",
-           "gsi_channels", "group_norm"]
+__all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "folded_conv", "OPERATORS",
+           "OPERATOR_DEFAULTS", "gsi_channels", "group_norm"]
 
 OPERATORS = ("dcdc", "lsa", "involution", "conv")
 GLOBAL_BRANCHES = ("gsi", "conv_small", "conv_large", "none")
@@ -76,13 +76,13 @@ def _frozen_affine(norm):
 
 
 def _fold_norm(conv):
-    """``(weight (M, C), bias, norm)`` of a 1x1 ``Conv2d``: a BatchNorm on running statistics
+    """``(weight, bias, norm)`` of a detectron2 ``Conv2d``: a BatchNorm on running statistics
     folded into weight and bias (``norm`` is then None), any other norm returned to apply."""
-    weight, bias, norm = conv.weight.view(conv.weight.shape[0], -1), conv.bias, conv.norm
+    weight, bias, norm = conv.weight, conv.bias, conv.norm
     affine = _frozen_affine(norm) if norm is not None else None
     if affine is not None:
         scale, shift = affine
-        weight = weight * scale[:, None]
+        weight = weight * scale.view(-1, *[1] * (weight.dim() - 1))
         bias = shift if bias is None else bias * scale + shift
         norm = None
     return weight, bias, norm
@@ -113,7 +113,7 @@ def _native_inference(conv, x, depthwise):
     if norm is not None:  # batch statistics do not fold
         return None
     return native.pointwise_forward(
-        x, weight.t().contiguous(), None if bias is None else bias.contiguous(),
+        x, weight.flatten(1).t().contiguous(), None if bias is None else bias.contiguous(),
         None if depthwise is None else depthwise.weight.contiguous(), conv.activation is not None)
 
 
@@ -148,12 +148,36 @@ def _conv1x1(conv, x, addend=None, depthwise=None):
         y = conv(x)
         return y if addend is None else addend + y
     weight, bias, norm = _fold_norm(conv)
-    y = _gemm1x1(weight, x, bias, addend)
+    y = _gemm1x1(weight.flatten(1), x, bias, addend)
     if norm is not None:
         y = norm(y)
     if conv.activation is not None:
         y = conv.activation(y)
     return y
+
+
+def folded_conv(conv, x):
+    """``conv(x)`` for a detectron2 ``Conv2d`` with its norm and activation (the convs of the
+    DCDC-ResNet blocks), computed with fewer passes in eager CPU inference.
+
+    There (nothing needs a gradient, no trace, no compile) a 1x1, stride-1, ungrouped conv of
+    at most 512 input and output channels runs :func:`_conv1x1`: norm folded in, one output
+    tensor, none of oneDNN's NCHW <-> blocked reorders. oneDNN's own conv is as fast on the
+    wider 1x1 convs of res4 / res5 (``benchmarks/bench_layers.py``). Any other conv whose norm
+    uses running statistics runs as one ``F.conv2d`` with the norm folded into its weight and
+    bias: no separate norm pass and one fresh tensor fewer. Elsewhere this is ``conv(x)``.
+    """
+    if (x.device.type != "cpu" or _needs_grad(x, *conv.parameters())
+            or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        return conv(x)
+    if (conv.weight.shape[-2:] == (1, 1) and conv.groups == 1 and tuple(conv.stride) == (1, 1)
+            and tuple(conv.padding) == (0, 0) and max(conv.weight.shape[:2]) <= 512):
+        return _conv1x1(conv, x)
+    weight, bias, norm = _fold_norm(conv)
+    if norm is not None or conv.norm is None:
+        return conv(x)
+    y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return y if conv.activation is None else conv.activation(y)
 
 
 def _gemm1x1(weight, x, bias=None, addend=None):

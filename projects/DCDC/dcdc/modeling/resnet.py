@@ -12,7 +12,7 @@ from torch import nn
 from detectron2.layers import CNNBlockBase, Conv2d, get_norm
 from detectron2.modeling.backbone import ResNet
 
-from ..layers import build_operator
+from ..layers import build_operator, folded_conv
 
 __all__ = ["DCDCStem", "DCDCBottleneckBlock", "make_dcdc_stages", "build_classifier",
            "init_classifier_head", "DEPTHS"]
@@ -43,9 +43,9 @@ class DCDCStem(CNNBlockBase):
                             norm=get_norm(norm, out_channels))
 
     def forward(self, x):
-        x = F.relu_(self.conv1(x))
+        x = F.relu_(folded_conv(self.conv1, x))
         x = F.relu_(self.conv2_norm(self.conv2(x)))
-        x = F.relu_(self.conv3(x))
+        x = F.relu_(folded_conv(self.conv3, x))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
@@ -72,11 +72,11 @@ class DCDCBottleneckBlock(CNNBlockBase):
                             norm=get_norm(norm, out_channels))
 
     def forward(self, x):
-        out = F.relu_(self.conv1(x))
+        out = F.relu_(folded_conv(self.conv1, x))
         out = F.relu_(self.conv2_norm(self.conv2(out)))
-        out = self.conv3(out)
-        shortcut = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + shortcut)
+        out = folded_conv(self.conv3, out)
+        out += x if self.shortcut is None else folded_conv(self.shortcut, x)
+        return F.relu_(out)
 
 
 def make_dcdc_stages(depth, norm="BN", operator="dcdc", kernel_size=7, operator_kwargs=None,
