@@ -28,6 +28,7 @@ params: install
 
 bench: install
 	$(PY) -m benchmarks.bench_aggregation
+	$(PY) -m benchmarks.bench_layers
 	$(PY) -m benchmarks.bench_models
 
 demo: install

@@ -37,7 +37,8 @@ def native_extension_kwargs():
         ["projects/DCDC/dcdc/layers/csrc/lsa_aggregate.cpp", "projects/DCDC/dcdc/layers/csrc/depthwise_conv.cpp",
          "projects/DCDC/dcdc/layers/csrc/pointwise_conv.cpp"],
         depends=["projects/DCDC/dcdc/layers/csrc/simd.h", "projects/DCDC/dcdc/layers/csrc/depthwise_conv.h",
-                 "projects/DCDC/dcdc/layers/csrc/pointwise_conv.h"],
+                 "projects/DCDC/dcdc/layers/csrc/pointwise_conv.h",
+                 "projects/DCDC/dcdc/layers/csrc/output.h"],
         # OpenMP drives at::parallel_for; the runtime resolves to the libgomp torch loaded.
         extra_compile_args=["-O3", "-fopenmp"],
         extra_link_args=["-fopenmp"],

@@ -8,7 +8,7 @@ from torch import nn
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 
-from dcdc.layers import DCDCConv2d, aggregation, dcdc_conv, folded_conv
+from dcdc.layers import DCDCConv2d, aggregation, dcdc_conv, folded_conv, norm_relu_
 from dcdc.modeling import build_classifier
 
 needs_native = pytest.mark.skipif(not aggregation.native_available(),
@@ -26,7 +26,9 @@ def _reference(x, weight, bias, dw, relu):
 @needs_native
 @pytest.mark.parametrize("shape,out_channels,k", [
     ((2, 8, 5, 7), 3, 3), ((1, 16, 9, 37), 20, 0), ((2, 4, 3, 20), 9, 7), ((1, 3, 1, 1), 1, 3),
-    ((2, 5, 17, 16), 8, 5), ((1, 24, 6, 33), 17, 0), ((0, 4, 5, 5), 2, 3)], ids=str)
+    ((2, 5, 17, 16), 8, 5), ((1, 24, 6, 33), 17, 0), ((0, 4, 5, 5), 2, 3),
+    ((1, 4, 181, 333), 24, 3)],  # a 5.5 MiB output: its pages are advised for huge pages
+    ids=str)
 @pytest.mark.parametrize("relu", [False, True])
 def test_pointwise_kernel_matches_float64(shape, out_channels, k, relu):
     gen = torch.Generator().manual_seed(sum(shape) + out_channels + k)
@@ -117,7 +119,7 @@ def test_conv1x1_keeps_autograd_and_batch_statistics(monkeypatch):
 
 
 @needs_native
-@pytest.mark.parametrize("stride,size", [(1, (13, 35)), (2, (17, 23))], ids=str)
+@pytest.mark.parametrize("stride,size", [(1, (13, 35)), (2, (17, 23)), (1, (181, 333))], ids=str)
 def test_dcdc_conv_inference_equals_composite(stride, size, monkeypatch):
     torch.manual_seed(0)
     op = DCDCConv2d(32, kernel_size=7, stride=stride).eval()
@@ -175,6 +177,25 @@ def test_folded_conv_equals_conv_in_inference(in_ch, out_ch, k, stride, norm, na
     assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
     if aggregation.native_available():
         assert counting.calls == native_calls
+
+
+@pytest.mark.parametrize("norm", ["BN", "FrozenBN", "GN"])
+def test_norm_relu_in_place_only_in_inference(norm):
+    torch.manual_seed(0)
+    module = _with_stats(get_norm(norm, 32))
+    y = torch.randn(2, 32, 5, 6)
+    ref = F.relu(module(y))
+    with torch.no_grad():
+        out = norm_relu_(module, y.clone())
+    assert torch.allclose(out, ref, atol=1e-6)
+    fresh = y.clone()
+    with torch.no_grad():
+        in_place = norm_relu_(module, fresh).data_ptr() == fresh.data_ptr()
+    assert in_place == (norm != "GN")  # GN has no running statistics to fold
+    y.requires_grad_()
+    out = norm_relu_(module, y * 1)  # with autograd: the module, then an in-place ReLU
+    out.sum().backward()
+    assert torch.allclose(out, ref, atol=1e-6) and y.grad is not None
 
 
 def test_folded_conv_is_conv_under_autograd():

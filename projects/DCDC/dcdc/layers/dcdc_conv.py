@@ -24,8 +24,8 @@ from .aggregation import lsa_generate_aggregate
 from .backend import native, resolve_backend, tracing_convs
 from .depthwise import depthwise_conv, native_depthwise_applies
 
-__all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "folded_conv", "OPERATORS",
-           "OPERATOR_DEFAULTS", "gsi_channels", "group_norm"]
+__all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "folded_conv", "norm_relu_",
+           "OPERATORS", "OPERATOR_DEFAULTS", "gsi_channels", "group_norm"]
 
 OPERATORS = ("dcdc", "lsa", "involution", "conv")
 GLOBAL_BRANCHES = ("gsi", "conv_small", "conv_large", "none")
@@ -167,7 +167,8 @@ def folded_conv(conv, x):
     uses running statistics runs as one ``F.conv2d`` with the norm folded into its weight and
     bias: no separate norm pass and one fresh tensor fewer. Elsewhere this is ``conv(x)``.
     """
-    if (x.device.type != "cpu" or _needs_grad(x, *conv.parameters())
+    if (x.device.type != "cpu" or conv.padding_mode != "zeros"
+            or _needs_grad(x, *conv.parameters())
             or torch.jit.is_tracing() or torch.compiler.is_compiling()):
         return conv(x)
     if (conv.weight.shape[-2:] == (1, 1) and conv.groups == 1 and tuple(conv.stride) == (1, 1)
@@ -178,6 +179,20 @@ def folded_conv(conv, x):
         return conv(x)
     y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     return y if conv.activation is None else conv.activation(y)
+
+
+def norm_relu_(norm, y):
+    """``relu(norm(y))`` for the fresh output ``y`` of a block's spatial operator. In eager CPU
+    inference with a BatchNorm on running statistics it is computed in place in ``y`` (as
+    ``y * scale + shift``, equal up to rounding), without another tensor of ``y``'s size."""
+    if (y.device.type != "cpu" or _needs_grad(y, *norm.parameters())
+            or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        return F.relu_(norm(y))
+    affine = _frozen_affine(norm)
+    if affine is None:
+        return F.relu_(norm(y))
+    scale, shift = (t.to(y.dtype).view(-1, 1, 1) for t in affine)
+    return torch.addcmul(shift, y, scale, out=y).relu_()
 
 
 def _gemm1x1(weight, x, bias=None, addend=None):

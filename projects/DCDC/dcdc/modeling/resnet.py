@@ -12,7 +12,7 @@ from torch import nn
 from detectron2.layers import CNNBlockBase, Conv2d, get_norm
 from detectron2.modeling.backbone import ResNet
 
-from ..layers import build_operator, folded_conv
+from ..layers import build_operator, folded_conv, norm_relu_
 
 __all__ = ["DCDCStem", "DCDCBottleneckBlock", "make_dcdc_stages", "build_classifier",
            "init_classifier_head", "DEPTHS"]
@@ -44,7 +44,7 @@ class DCDCStem(CNNBlockBase):
 
     def forward(self, x):
         x = F.relu_(folded_conv(self.conv1, x))
-        x = F.relu_(self.conv2_norm(self.conv2(x)))
+        x = norm_relu_(self.conv2_norm, self.conv2(x))
         x = F.relu_(folded_conv(self.conv3, x))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
@@ -73,7 +73,7 @@ class DCDCBottleneckBlock(CNNBlockBase):
 
     def forward(self, x):
         out = F.relu_(folded_conv(self.conv1, x))
-        out = F.relu_(self.conv2_norm(self.conv2(out)))
+        out = norm_relu_(self.conv2_norm, self.conv2(out))
         out = folded_conv(self.conv3, out)
         out += x if self.shortcut is None else folded_conv(self.shortcut, x)
         return F.relu_(out)

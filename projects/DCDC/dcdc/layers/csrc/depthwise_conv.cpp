@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "output.h"
 #include "simd.h"
 
 namespace dcdc {
@@ -122,7 +123,7 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight) {
 at::Tensor stencil(const at::Tensor& x_in, const at::Tensor& weight_in, bool flip) {
   const at::Tensor x = x_in.contiguous();
   const at::Tensor weight = (flip ? weight_in.flip({2, 3}) : weight_in).contiguous();
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor out = empty_output(x.sizes(), x.options());
   const int64_t planes = x.size(0) * x.size(1), channels = x.size(1), h = x.size(2),
                 w = x.size(3);
   const float* xp = x.data_ptr<float>();

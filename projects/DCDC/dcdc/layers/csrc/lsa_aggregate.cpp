@@ -29,6 +29,7 @@
 #include <ATen/Parallel.h>
 
 #include "depthwise_conv.h"
+#include "output.h"
 #include "pointwise_conv.h"
 #include "simd.h"
 
@@ -645,7 +646,7 @@ at::Tensor lsa_forward(const at::Tensor& x_in, const at::Tensor& kernels_in, int
                        int64_t stride) {
   const Geometry g = make_geometry(x_in, kernels_in, kernel_size, stride);
   const at::Tensor x = x_in.contiguous(), kernels = kernels_in.contiguous();
-  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, x.options());
+  at::Tensor out = dcdc::empty_output({g.batch, g.channels, g.out_h, g.out_w}, x.options());
   if (x.scalar_type() == at::kFloat && g.out_w >= TW) {
     const float* xp = x.data_ptr<float>();
     const float* kp = kernels.data_ptr<float>();
@@ -749,7 +750,7 @@ at::Tensor lsa_fused_forward(const at::Tensor& x_in, const at::Tensor& hidden_in
     TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.numel() == weight_in.size(0),
                 "lsa_fused_forward: bias must hold ", weight_in.size(0), " float32 values");
   }
-  at::Tensor out = at::empty({g.batch, g.channels, g.out_h, g.out_w}, x.options());
+  at::Tensor out = dcdc::empty_output({g.batch, g.channels, g.out_h, g.out_w}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* hp = hidden.data_ptr<float>();
   const float* wp = weight_t.data_ptr<float>();

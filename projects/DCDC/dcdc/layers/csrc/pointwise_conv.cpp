@@ -16,6 +16,8 @@
 // input channels it is bound by its output, where the GEMM was as fast or faster.)
 #include "pointwise_conv.h"
 
+#include "output.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -154,7 +156,7 @@ at::Tensor pointwise_forward(const at::Tensor& x, const at::Tensor& weight_t,
                 "got ", dw.sizes());
     dw_p = dw.data_ptr<float>();
   }
-  at::Tensor result = at::empty({batch, out_channels, height, width}, x.options());
+  at::Tensor result = empty_output({batch, out_channels, height, width}, x.options());
   if (result.numel() == 0) return result;
   const Shape s{channels, out_channels, height, width, (width + TW - 1) / TW * TW};
   const float* xp = x.data_ptr<float>();
