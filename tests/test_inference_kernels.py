@@ -198,6 +198,19 @@ def test_norm_relu_in_place_only_in_inference(norm):
     assert torch.allclose(out, ref, atol=1e-6) and y.grad is not None
 
 
+def test_inference_paths_follow_autocast():
+    """Under autocast the blocks' convs and norms are the modules, in the autocast dtype."""
+    conv = _with_stats(Conv2d(16, 24, 1, bias=False, norm=nn.BatchNorm2d(24)))
+    norm = _with_stats(nn.BatchNorm2d(24))
+    x = torch.randn(2, 16, 7, 9)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = folded_conv(conv, x), conv(x)
+        y = torch.randn(2, 24, 7, 9)
+        normed, normed_ref = norm_relu_(norm, y.clone()), F.relu(norm(y))
+    assert out.dtype == ref.dtype == torch.bfloat16 and torch.equal(out, ref)
+    assert normed.dtype == normed_ref.dtype and torch.equal(normed, normed_ref)
+
+
 def test_folded_conv_is_conv_under_autograd():
     conv = _with_stats(Conv2d(16, 24, 1, bias=False, norm=nn.BatchNorm2d(24)))
     x = torch.randn(2, 16, 7, 9, requires_grad=True)

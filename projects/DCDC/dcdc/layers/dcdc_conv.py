@@ -156,20 +156,26 @@ def _conv1x1(conv, x, addend=None, depthwise=None):
     return y
 
 
+def _eager_inference_blocked(x):
+    """Whether a trace, a compile or autocast (whose dtype the inference-only paths would not
+    follow) rules out :func:`folded_conv`'s and :func:`norm_relu_`'s fast paths."""
+    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.is_autocast_enabled(x.device.type))
+
+
 def folded_conv(conv, x):
     """``conv(x)`` for a detectron2 ``Conv2d`` with its norm and activation (the convs of the
     DCDC-ResNet blocks), computed with fewer passes in eager CPU inference.
 
-    There (nothing needs a gradient, no trace, no compile) a 1x1, stride-1, ungrouped conv of
-    at most 512 input and output channels runs :func:`_conv1x1`: norm folded in, one output
-    tensor, none of oneDNN's NCHW <-> blocked reorders. oneDNN's own conv is as fast on the
+    There (nothing needs a gradient, no trace, no compile, no autocast) a 1x1, stride-1,
+    ungrouped conv of at most 512 input and output channels runs :func:`_conv1x1`: norm folded
+    in, one output tensor, none of oneDNN's NCHW <-> blocked reorders. oneDNN's own conv is as fast on the
     wider 1x1 convs of res4 / res5 (``benchmarks/bench_layers.py``). Any other conv whose norm
     uses running statistics runs as one ``F.conv2d`` with the norm folded into its weight and
     bias: no separate norm pass and one fresh tensor fewer. Elsewhere this is ``conv(x)``.
     """
-    if (x.device.type != "cpu" or conv.padding_mode != "zeros"
-            or _needs_grad(x, *conv.parameters())
-            or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+    if (x.device.type != "cpu" or conv.padding_mode != "zeros" or _eager_inference_blocked(x)
+            or _needs_grad(x, *conv.parameters())):
         return conv(x)
     if (conv.weight.shape[-2:] == (1, 1) and conv.groups == 1 and tuple(conv.stride) == (1, 1)
             and tuple(conv.padding) == (0, 0) and max(conv.weight.shape[:2]) <= 512):
@@ -185,8 +191,8 @@ def norm_relu_(norm, y):
     """``relu(norm(y))`` for the fresh output ``y`` of a block's spatial operator. In eager CPU
     inference with a BatchNorm on running statistics it is computed in place in ``y`` (as
     ``y * scale + shift``, equal up to rounding), without another tensor of ``y``'s size."""
-    if (y.device.type != "cpu" or _needs_grad(y, *norm.parameters())
-            or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+    if (y.device.type != "cpu" or _eager_inference_blocked(y)
+            or _needs_grad(y, *norm.parameters())):
         return F.relu_(norm(y))
     affine = _frozen_affine(norm)
     if affine is None:
