@@ -20,6 +20,7 @@ the summed ratio.
 """
 import argparse
 import json
+import sys
 
 import torch
 
@@ -96,7 +97,8 @@ def main():
                 if "error" in r:
                     raise SystemExit(f"{table} / {names[impl]} failed: {r['error']}")
                 runs[impl].append(r["seconds"])
-            print(f"  round {round_ + 1}/{args.rounds}  {table}: done", flush=True)
+            print(f"  round {round_ + 1}/{args.rounds}  {table}: done", file=sys.stderr,
+                  flush=True)
         best = [[min(t[i] for t in runs[impl]) for i in range(len(shapes))] for impl in (0, 1)]
         counts = [shape[-1] for shape in shapes]
         rows = [[str(shape[:-1]), count, f"{1e3 * a:.1f}", f"{1e3 * b:.1f}", f"{b / a:.2f}x"]

@@ -47,8 +47,7 @@ class _CeilAvgPool2(nn.Module):
             x = torch.cat([x, x[..., -1:, :]], dim=-2)
         if x.shape[-1] % 2:
             x = torch.cat([x, x[..., -1:]], dim=-1)
-        if (_needs_grad(x) or torch.jit.is_tracing()
-                or torch.compiler.is_compiling()):
+        if _needs_grad(x) or _in_graph():
             return F.avg_pool2d(x, 2, 2)
         rows = x[..., 0::2, :] + x[..., 1::2, :]
         return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
@@ -92,6 +91,20 @@ def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def _in_graph():
+    """Whether this call is being recorded (a JIT trace, torch.compile or torch.export): the
+    eager-only paths (in-place sums, native inference kernels, sizes read in Python) do not
+    apply there."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def _plain_1x1(conv):
+    """Whether ``conv`` is a 1x1, stride-1, unpadded, ungrouped conv (what :func:`_conv1x1`
+    computes)."""
+    return (conv.weight.shape[-2:] == (1, 1) and conv.groups == 1
+            and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (0, 0))
+
+
 def _native_inference(conv, x, depthwise):
     """``_conv1x1``'s result from the native inference kernel, or None where that does not apply.
 
@@ -102,7 +115,7 @@ def _native_inference(conv, x, depthwise):
     """
     if (x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous()
             or x.numel() == 0 or conv.weight.dtype != torch.float32
-            or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or _in_graph()
             or _needs_grad(x, *conv.parameters(),
                            *(depthwise.parameters() if depthwise is not None else ()))
             or (depthwise is not None and not native_depthwise_applies(depthwise, x))
@@ -133,8 +146,7 @@ def _conv1x1(conv, x, addend=None, depthwise=None):
     non-contiguous inputs and JIT traces for counting (so fvcore's FLOP counter sees the convs
     it counts, see :func:`.backend.deployment_tracing`) call the module unchanged.
     """
-    if (conv.weight.shape[-2:] != (1, 1) or conv.groups != 1
-            or tuple(conv.stride) != (1, 1) or tuple(conv.padding) != (0, 0)
+    if (not _plain_1x1(conv)
             or (addend is not None
                 and (conv.bias is not None or conv.norm is not None or conv.activation is not None))):
         raise ValueError(f"_conv1x1 got a conv it does not compute: {conv}")
@@ -159,8 +171,7 @@ def _conv1x1(conv, x, addend=None, depthwise=None):
 def _eager_inference_blocked(x):
     """Whether a trace, a compile or autocast (whose dtype the inference-only paths would not
     follow) rules out :func:`folded_conv`'s and :func:`norm_relu_`'s fast paths."""
-    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.is_autocast_enabled(x.device.type))
+    return _in_graph() or torch.is_autocast_enabled(x.device.type)
 
 
 def folded_conv(conv, x):
@@ -169,16 +180,15 @@ def folded_conv(conv, x):
 
     There (nothing needs a gradient, no trace, no compile, no autocast) a 1x1, stride-1,
     ungrouped conv of at most 512 input and output channels runs :func:`_conv1x1`: norm folded
-    in, one output tensor, none of oneDNN's NCHW <-> blocked reorders. oneDNN's own conv is as fast on the
-    wider 1x1 convs of res4 / res5 (``benchmarks/bench_layers.py``). Any other conv whose norm
+    in, one output tensor, none of oneDNN's NCHW <-> blocked reorders. oneDNN's own conv is as
+    fast on the wider 1x1 convs of res4 / res5 (``benchmarks/bench_layers.py``). Any other conv whose norm
     uses running statistics runs as one ``F.conv2d`` with the norm folded into its weight and
     bias: no separate norm pass and one fresh tensor fewer. Elsewhere this is ``conv(x)``.
     """
     if (x.device.type != "cpu" or conv.padding_mode != "zeros" or _eager_inference_blocked(x)
             or _needs_grad(x, *conv.parameters())):
         return conv(x)
-    if (conv.weight.shape[-2:] == (1, 1) and conv.groups == 1 and tuple(conv.stride) == (1, 1)
-            and tuple(conv.padding) == (0, 0) and max(conv.weight.shape[:2]) <= 512):
+    if _plain_1x1(conv) and max(conv.weight.shape[:2]) <= 512:
         return _conv1x1(conv, x)
     weight, bias, norm = _fold_norm(conv)
     if norm is not None or conv.norm is None:
@@ -223,7 +233,7 @@ def _gemm1x1(weight, x, bias=None, addend=None):
     if add is None:
         y = torch.bmm(weight, flat)
     elif (addend is not None and not _needs_grad(add, weight, flat)
-          and not (torch.jit.is_tracing() or torch.compiler.is_compiling())):
+          and not _in_graph()):
         y = add.baddbmm_(weight, flat)
     else:
         y = torch.baddbmm(add, weight, flat)

@@ -16,8 +16,8 @@ namespace dcdc {
 // Why: a large fresh tensor usually lands on pages the process has never touched. glibc serves
 // every block above its mmap threshold (adaptive, at most 32 MiB) by a fresh mmap, unmaps it on
 // free and trims the heap's free top, so the kernel's first write faults in one 4 KiB page at a
-// time, every call. On a VM a fault costs about as much as writing the page; in a CPU forward of
-// a ResNet-50 at 800x1216 these faults took about a third of the time. With MADV_HUGEPAGE (and
+// time, every call, and on a VM a fault costs about as much as writing the page (the README's
+// Performance section has the numbers). With MADV_HUGEPAGE (and
 // the system's transparent huge pages in "madvise" or "always" mode) a first write faults in a
 // 2 MiB page instead. Only the tensor's own whole pages are advised, and the advice is a hint:
 // where it is refused or unsupported nothing changes.
