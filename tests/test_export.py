@@ -185,9 +185,11 @@ def test_export_model_tool_round_trip_and_fresh_process(tmp_path):
         assert "largest metric difference exported vs eager" in proc.stdout
         gap = float(proc.stdout.split("largest metric difference exported vs eager")[1]
                     .split(":")[1].split()[0])
-        # TorchScript runs eager's kernels (identical outputs); onnxruntime's sums differ by
-        # ~1e-5, which can flip a mask pixel at the 0.5 threshold: a few thousandths of an AP point
-        assert gap < (1e-6 if fmt == "torchscript" else 0.05), (fmt, gap)
+        # The exit status already bounds every output's difference by --atol (1e-3). Neither
+        # format computes eager's sums in eager's order (eager CPU inference folds BatchNorm into
+        # its convs, the traced graph and onnxruntime keep conv + BN): differences of ~1e-5 can
+        # flip a mask pixel at the 0.5 threshold, a few thousandths of an AP point.
+        assert gap < 0.05, (fmt, gap)
     image = tmp_path / "image.pt"
     torch.save(torch.rand(3, 72, 100) * 255, image)
     code = ("import sys, torch, dcdc; m = torch.jit.load(sys.argv[1]); "
