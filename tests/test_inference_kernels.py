@@ -77,14 +77,19 @@ def _generator_conv(norm):
 
 
 class _Counting:
-    """Stands in for ``dcdc._C`` in dcdc_conv and counts the inference kernel's calls."""
+    """Stands in for ``dcdc._C`` in dcdc_conv and counts the inference kernels' calls
+    (``calls``: the 1x1 kernel; ``fused_gsi``: the fused LSA kernel with the GSI branch)."""
 
     def __init__(self, native):
-        self.native, self.calls = native, 0
+        self.native, self.calls, self.fused_gsi = native, 0, 0
 
     def pointwise_forward(self, *args):
         self.calls += 1
         return self.native.pointwise_forward(*args)
+
+    def lsa_fused_forward(self, *args, **kwargs):
+        self.fused_gsi += kwargs.get("gsi_z") is not None
+        return self.native.lsa_fused_forward(*args, **kwargs)
 
 
 @needs_native
@@ -136,7 +141,50 @@ def test_dcdc_conv_inference_equals_composite(stride, size, monkeypatch):
         monkeypatch.setenv("DCDC_BACKEND", "torch")
         composite = op(x)
     assert counting.calls == 2  # LSA's depth-wise + reduce, GSI's reduce
+    # LSA + GSI in one pass where the output is at least 16 columns wide (the fused kernel's tile)
+    assert counting.fused_gsi == (-(-size[1] // stride) >= 16)
     assert (fast - composite).abs().max() <= 1e-4 * composite.abs().max()
+
+
+@needs_native
+@pytest.mark.parametrize("kernel_size,stride,channels,group_channels,size", [
+    (7, 1, 32, 16, (9, 37)), (7, 2, 32, 16, (15, 39)), (3, 1, 24, 6, (5, 16)),
+    (5, 2, 20, 10, (12, 33)), (7, 1, 32, 16, (1, 16))], ids=str)
+def test_fused_forward_with_gsi_against_float64(kernel_size, stride, channels, group_channels,
+                                                size):
+    """The native fused LSA kernel with the GSI term equals Eq. 5 plus gsi_weight @ gsi_z,
+    computed in float64 by unfold; any channel count per group (whole register tiles or not),
+    both strides, odd sizes, the overlapping last column tile."""
+    torch.manual_seed(0)
+    batch, groups, reduced, m = 2, channels // group_channels, 5, 3
+    out_h, out_w = (-(-n // stride) for n in size)
+    x = torch.randn(batch, channels, *size)
+    hidden = torch.randn(batch, reduced, out_h, out_w)
+    weight = torch.randn(groups * kernel_size ** 2, reduced)
+    bias = torch.randn(groups * kernel_size ** 2)
+    gsi_z = torch.randn(batch, m, out_h, out_w)
+    gsi_weight = torch.randn(batch, channels, m)
+    got = dcdc_conv.native.lsa_fused_forward(x, hidden, weight, bias, kernel_size, stride,
+                                             gsi_z=gsi_z, gsi_weight=gsi_weight)
+    kernels = (torch.einsum("or,brhw->bohw", weight.double(), hidden.double())
+               + bias.double().view(1, -1, 1, 1))
+    kernels = kernels.view(batch, groups, kernel_size ** 2, out_h, out_w)
+    want = aggregation.lsa_aggregate_unfold(x.double(), kernels, kernel_size, stride)
+    want = want + torch.einsum("bcm,bmhw->bchw", gsi_weight.double(), gsi_z.double())
+    assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+@needs_native
+def test_fused_forward_gsi_bad_input():
+    x, hidden = torch.randn(1, 16, 4, 16), torch.randn(1, 4, 4, 16)
+    weight = torch.randn(49, 4)
+    with pytest.raises(RuntimeError, match="both gsi_z and gsi_weight"):
+        dcdc_conv.native.lsa_fused_forward(x, hidden, weight, None, 7, 1,
+                                           gsi_z=torch.randn(1, 3, 4, 16))
+    with pytest.raises(RuntimeError, match=r"gsi_weight \(B, C, m\)"):
+        dcdc_conv.native.lsa_fused_forward(x, hidden, weight, None, 7, 1,
+                                           gsi_z=torch.randn(1, 3, 4, 16),
+                                           gsi_weight=torch.randn(1, 15, 3))
 
 
 def _with_stats(module):

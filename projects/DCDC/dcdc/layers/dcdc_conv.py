@@ -23,6 +23,7 @@ from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 from .aggregation import lsa_generate_aggregate
 from .backend import native, resolve_backend, tracing_convs
 from .depthwise import depthwise_conv, native_depthwise_applies
+from .ops import NATIVE_MIN_WIDTH
 
 __all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "folded_conv", "norm_relu_",
            "OPERATORS", "OPERATOR_DEFAULTS", "gsi_channels", "group_norm"]
@@ -447,12 +448,39 @@ class DCDCConv2d(nn.Module):
 
     def forward(self, x):
         _check_input(self, x)
+        y = self._fused_inference(x)
+        if y is not None:
+            return y
         y = self.lsa(x)
         if self.gsi is not None:
             return self.gsi._forward_plus(x, y)
         if self.global_conv is not None:
             return y + self.global_conv(x)
         return y
+
+    def _fused_inference(self, x):
+        """LSA(x) + GSI(x) in one native pass, or None where that does not apply.
+
+        It applies where the LSA runs its fused native kernel in eager inference (CPU float32,
+        native backend, maps at least NATIVE_MIN_WIDTH wide, nothing needs a gradient, no trace,
+        compile or autocast) with the dynamic 1x1 GSI: the kernel adds GSI's (E P_b) Z to each
+        output tile while it is in cache, instead of a pass over the whole output afterwards.
+        """
+        gsi, lsa = self.gsi, self.lsa
+        if (gsi is None or not gsi.dynamic or gsi.kernel_size != 1 or x.device.type != "cpu"
+                or x.dtype != torch.float32 or x.shape[0] == 0
+                or -(-x.shape[-1] // self.stride) < NATIVE_MIN_WIDTH
+                or _eager_inference_blocked(x) or tracing_convs()
+                or _needs_grad(x, *self.parameters()) or resolve_backend(x.device) != "native"):
+            return None
+        z = _conv1x1(gsi.reduce, x)
+        kernels = gsi.dynamic_kernels(z).view(z.shape[0], gsi.width, gsi.width)
+        gsi_weight = torch.matmul(gsi.expand.weight.view(self.channels, gsi.width), kernels)
+        span = lsa.span.weight.view(lsa.span.weight.shape[0], -1)
+        return native.lsa_fused_forward(x.contiguous(), lsa.hidden(x).contiguous(), span,
+                                        lsa.span.bias, lsa.kernel_size, self.stride,
+                                        gsi_z=gsi.pool(z).contiguous(),
+                                        gsi_weight=gsi_weight.contiguous())
 
     def extra_repr(self):
         return f"channels={self.channels}, stride={self.stride}, global_branch={self.global_branch}"

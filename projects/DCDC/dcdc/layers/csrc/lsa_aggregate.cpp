@@ -285,11 +285,13 @@ struct PhasedRows {
 constexpr int64_t RB = 2;
 
 // Tile [w0, w0 + TW) of NR output rows x NC channels. xbuf holds NC * in_rows padded input
-// rows, in_rows = (NR - 1) * s + K, starting at input row h * s - p; tap t of output row r's
-// kernels is at k_rows[r] + t * k_tap_stride.
+// rows, in_rows = (NR - 1) * s + K, starting at input row h * s - p; the kernel of output row r,
+// tap t, columns [w0, w0 + TW) is at k_rows[r] + t * k_tap_stride + k_col + w0 (k_col = 0 for
+// whole kernel rows, -w0 for a buffer of one column tile).
 template <int NR, int NC>
 DCDC_INLINE void forward_tile(const float* xbuf, const PhasedRows& rows, int64_t in_rows,
-                              const float* const* k_rows, int64_t k_tap_stride, float* out0,
+                              const float* const* k_rows, int64_t k_tap_stride, int64_t k_col,
+                              float* out0,
                               int64_t channel_stride, int64_t row_stride, int64_t w0, int64_t K,
                               int64_t s) {
   RowTile acc[NR][NC] = {};
@@ -299,9 +301,9 @@ DCDC_INLINE void forward_tile(const float* xbuf, const PhasedRows& rows, int64_t
       for (int cb = 0; cb < NC; ++cb)
         xv[cb] = load_tile(rows.tap(xbuf + (cb * in_rows + ii) * rows.row_len, j) + w0);
       for (int r = 0; r < NR; ++r) {
-        const int64_t i = ii - r * s;
+        const int64_t i = ii - r * s;  // output row r uses input row ii at kernel row i
         if (i < 0 || i >= K) continue;
-        const RowTile kv = load_tile(k_rows[r] + (i * K + j) * k_tap_stride + w0);
+        const RowTile kv = load_tile(k_rows[r] + (i * K + j) * k_tap_stride + k_col + w0);
         for (int cb = 0; cb < NC; ++cb) acc[r][cb] += xv[cb] * kv;
       }
     }
@@ -333,12 +335,12 @@ DCDC_INLINE void forward_rows_nr(const float* x, const float* const* k_rows, int
     float* out0 = out + ((b * g.channels + c0) * g.out_h + h) * g.out_w;
     for_each_tile(g.out_w, [&](int64_t w0) {
       if (nb == CB) {
-        forward_tile<NR, CB>(buf, rows, in_rows, k_rows, k_tap_stride, out0, hw_out, g.out_w, w0,
+        forward_tile<NR, CB>(buf, rows, in_rows, k_rows, k_tap_stride, 0, out0, hw_out, g.out_w, w0,
                              K, s);
       } else {
         for (int64_t cb = 0; cb < nb; ++cb)
           forward_tile<NR, 1>(buf + cb * in_rows * rows.row_len, rows, in_rows, k_rows,
-                              k_tap_stride, out0 + cb * hw_out, hw_out, g.out_w, w0, K, s);
+                              k_tap_stride, 0, out0 + cb * hw_out, hw_out, g.out_w, w0, K, s);
       }
     });
   }
@@ -376,20 +378,21 @@ DCDC_MULTIVERSION void forward_f32(const float* x, const float* k, float* out, c
   }
 }
 
-// Kernel generation fused with the aggregation: the K*K kernel rows of (b, grp, h) are the
-// output of the generator's last 1x1 conv, computed into a K*K x W' buffer that stays in cache
-// instead of a B x G*K*K x H' x W' tensor written to memory and read back:
-//   kbuf[t][w] = bias[grp*K*K + t] + sum_r weight[grp*K*K + t][r] * hidden[b][r][h][w].
-// Register tile: NT taps x TW columns; each hidden load feeds NT multiply-adds.
-// weight_t is the weight transposed per group, (G, R, K*K), so the NT weights of one r are
-// consecutive.
+// Kernel generation fused with the aggregation: the kernels of (b, grp, output rows h..) are
+// the output of the generator's last 1x1 conv,
+//   k[t][w] = bias[grp*K*K + t] + sum_r weight[grp*K*K + t][r] * hidden[b][r][h][w],
+// computed one column tile at a time into a RB x K*K x TW buffer (a few KiB, in L1) that the
+// aggregation of all channels of the group reads right away: neither a B x G*K*K x H' x W'
+// tensor in memory nor a K*K x W' row buffer, which exceeds L1 and would be read back from L2
+// once per channel block. Register tile of the generation: NT taps x TW columns; each hidden
+// load feeds NT multiply-adds. weight_t is the weight transposed per group, (G, R, K*K), so the
+// NT weights of one r are consecutive.
 constexpr int64_t NT = 7;  // taps per register tile of the kernel generation
 
 template <int N>
 DCDC_INLINE void generate_tile(const float* hidden_row, int64_t hidden_stride,
                                const float* weight_t, const float* bias, int64_t reduced,
-                               int64_t taps, int64_t t0, int64_t w0, float* kbuf,
-                               int64_t k_stride) {
+                               int64_t taps, int64_t t0, int64_t w0, float* ktile) {
   RowTile acc[N];
   for (int t = 0; t < N; ++t) acc[t] = broadcast_tile(bias != nullptr ? bias[t0 + t] : 0.f);
   for (int64_t r = 0; r < reduced; ++r) {
@@ -397,37 +400,125 @@ DCDC_INLINE void generate_tile(const float* hidden_row, int64_t hidden_stride,
     const float* wr = weight_t + r * taps + t0;
     for (int t = 0; t < N; ++t) acc[t] += wr[t] * hv;
   }
-  for (int t = 0; t < N; ++t) store_tile(kbuf + (t0 + t) * k_stride + w0, acc[t]);
+  for (int t = 0; t < N; ++t) store_tile(ktile + (t0 + t) * TW, acc[t]);
 }
 
+// All taps of columns [w0, w0 + TW) of one output row into ktile (taps x TW).
+DCDC_INLINE void generate_taps(const float* hidden_row, int64_t hidden_stride,
+                               const float* weight_t, const float* bias, int64_t reduced,
+                               int64_t taps, int64_t w0, float* ktile) {
+  int64_t t0 = 0;
+  for (; t0 + NT <= taps; t0 += NT)
+    generate_tile<NT>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
+  switch (taps - t0) {  // the rest in one register tile (taps = 9 for K = 3, 25 for K = 5)
+    case 6: return generate_tile<6>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
+    case 5: return generate_tile<5>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
+    case 4: return generate_tile<4>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
+    case 3: return generate_tile<3>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
+    case 2: return generate_tile<2>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
+    case 1: return generate_tile<1>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
+    default: return;
+  }
+}
+
+// Output rows per task of the fused forward. Its kernel tiles are in L1, so more rows per task
+// cost no extra memory traffic, and each input tile loaded feeds up to RBF output rows. K = 3
+// (the stem) has too little work per input row for that: it ran faster with 2 rows per task.
+constexpr int64_t RBF = 4;
+int64_t fused_rows(const Geometry& g) { return g.kernel_size >= 5 ? RBF : 2; }
+
+template <int NR>
+DCDC_INLINE void fused_tile_channels(const float* xbuf, const PhasedRows& rows, int64_t in_rows,
+                                     const float* const* k_rows, float* out_g, int64_t cpg,
+                                     int64_t hw_out, int64_t out_w, int64_t w0, int64_t K,
+                                     int64_t s) {
+  int64_t c0 = 0;
+  for (; c0 + CB <= cpg; c0 += CB)
+    forward_tile<NR, CB>(xbuf + c0 * in_rows * rows.row_len, rows, in_rows, k_rows, TW, -w0,
+                         out_g + c0 * hw_out, hw_out, out_w, w0, K, s);
+  for (; c0 < cpg; ++c0)
+    forward_tile<NR, 1>(xbuf + c0 * in_rows * rows.row_len, rows, in_rows, k_rows, TW, -w0,
+                        out_g + c0 * hw_out, hw_out, out_w, w0, K, s);
+}
+
+// DCDCConv2d's global branch on the tile just stored (still in L1), for nr output rows from h:
+//   out[c][h + r][w0 : w0 + TW] += sum_m gsi_w[c][m] * gsi_z[m][h + r][w0 : w0 + TW]
+// (gsi_w = E P_b, the GSI expansion times the sample's dynamic kernel; gsi_z its pooled
+// features), instead of a pass over the whole output afterwards.
+DCDC_INLINE void add_gsi_tile(float* out_g, const float* z_b, const float* w_g, int64_t m,
+                              int64_t cpg, int64_t nr, int64_t hw_out, int64_t out_w, int64_t h,
+                              int64_t w0) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const float* z_row = z_b + (h + r) * out_w + w0;
+    float* o = out_g + r * out_w + w0;
+    int64_t c0 = 0;
+    for (; c0 + CB <= cpg; c0 += CB) {
+      RowTile acc[CB];
+      for (int cb = 0; cb < CB; ++cb) acc[cb] = load_tile(o + (c0 + cb) * hw_out);
+      for (int64_t mm = 0; mm < m; ++mm) {
+        const RowTile zv = load_tile(z_row + mm * hw_out);
+        for (int cb = 0; cb < CB; ++cb) acc[cb] += w_g[(c0 + cb) * m + mm] * zv;
+      }
+      for (int cb = 0; cb < CB; ++cb) store_tile(o + (c0 + cb) * hw_out, acc[cb]);
+    }
+    for (; c0 < cpg; ++c0) {
+      RowTile acc = load_tile(o + c0 * hw_out);
+      for (int64_t mm = 0; mm < m; ++mm) acc += w_g[c0 * m + mm] * load_tile(z_row + mm * hw_out);
+      store_tile(o + c0 * hw_out, acc);
+    }
+  }
+}
+
+// gsi_z (B, m, H', W') and gsi_w (B, C, m), or null: add_gsi_tile's global branch.
 DCDC_MULTIVERSION void fused_forward_f32(const float* x, const float* hidden,
                                          const float* weight_t, const float* bias,
-                                         int64_t reduced, float* out, const Geometry& g,
+                                         int64_t reduced, const float* gsi_z, const float* gsi_w,
+                                         int64_t gsi_m, float* out, const Geometry& g,
                                          int64_t begin, int64_t end) {
-  const int64_t taps = g.taps(), hw_out = g.out_h * g.out_w, blocks = (g.out_h + RB - 1) / RB;
+  const int64_t taps = g.taps(), hw_out = g.out_h * g.out_w, hw_in = g.height * g.width,
+                rb = fused_rows(g), blocks = (g.out_h + rb - 1) / rb,
+                cpg = g.channels_per_group();
+  const int64_t s = g.stride, K = g.kernel_size, p = g.pad;
   const PhasedRows rows(g);
-  std::vector<float> buf(forward_buffer_len(g, rows)), kbuf(RB * taps * g.out_w);
+  const int64_t in_rows_max = (rb - 1) * s + K;
+  std::vector<float> xbuf(cpg * in_rows_max * rows.row_len), ktile(rb * taps * TW);
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t h = task % blocks * RB, bg = task / blocks, grp = bg % g.groups, b = bg / g.groups;
-    const int64_t nr = std::min(RB, g.out_h - h);
+    const int64_t h = task % blocks * rb, bg = task / blocks, grp = bg % g.groups, b = bg / g.groups;
+    const int64_t nr = std::min(rb, g.out_h - h), in_rows = (nr - 1) * s + K, y0 = h * s - p;
     const float* w_g = weight_t + grp * reduced * taps;
     const float* b_g = bias != nullptr ? bias + grp * taps : nullptr;
-    const float* k_rows[RB];
-    for (int64_t r = 0; r < nr; ++r) {
-      const float* hidden_row = hidden + b * reduced * hw_out + (h + r) * g.out_w;
-      float* k_row = kbuf.data() + r * taps * g.out_w;
-      k_rows[r] = k_row;
-      // (a plain loop, not for_each_tile: GCC outlines that lambda out of the target clones here)
-      for (int64_t tile = 0; tile < g.out_w; tile += TW) {
-        const int64_t w0 = std::min(tile, g.out_w - TW);  // the last tile may overlap
-        int64_t t0 = 0;
-        for (; t0 + NT <= taps; t0 += NT)
-          generate_tile<NT>(hidden_row, hw_out, w_g, b_g, reduced, taps, t0, w0, k_row, g.out_w);
-        for (; t0 < taps; ++t0)
-          generate_tile<1>(hidden_row, hw_out, w_g, b_g, reduced, taps, t0, w0, k_row, g.out_w);
+    // the padded input rows of every channel of the group, channel-major (forward_tile's layout)
+    for (int64_t c = 0; c < cpg; ++c) {
+      for (int64_t ii = 0; ii < in_rows; ++ii) {
+        float* dst = xbuf.data() + (c * in_rows + ii) * rows.row_len;
+        const int64_t y = y0 + ii;
+        if (y < 0 || y >= g.height)  // zero padding rows
+          std::fill(dst, dst + rows.row_len, 0.f);
+        else
+          rows.fill(dst, x + (b * g.channels + grp * cpg + c) * hw_in + y * g.width, g.width, p);
       }
     }
-    forward_rows_f32(x, k_rows, g.out_w, out, g, rows, buf.data(), b, grp, h, nr);
+    const float* k_rows[RBF];
+    for (int64_t r = 0; r < nr; ++r) k_rows[r] = ktile.data() + r * taps * TW;
+    float* out_g = out + ((b * g.channels + grp * cpg) * g.out_h + h) * g.out_w;
+    // (a plain loop, not for_each_tile: GCC outlines that lambda out of the target clones here)
+    for (int64_t tile = 0; tile < g.out_w; tile += TW) {
+      const int64_t w0 = std::min(tile, g.out_w - TW);  // the last tile may overlap
+      for (int64_t r = 0; r < nr; ++r)
+        generate_taps(hidden + b * reduced * hw_out + (h + r) * g.out_w, hw_out, w_g, b_g,
+                      reduced, taps, w0, ktile.data() + r * taps * TW);
+      static_assert(RBF == 4, "fused_forward_f32 dispatches 1 to 4 rows");
+      switch (nr) {
+        case 4: fused_tile_channels<4>(xbuf.data(), rows, in_rows, k_rows, out_g, cpg, hw_out, g.out_w, w0, K, s); break;
+        case 3: fused_tile_channels<3>(xbuf.data(), rows, in_rows, k_rows, out_g, cpg, hw_out, g.out_w, w0, K, s); break;
+        case 2: fused_tile_channels<2>(xbuf.data(), rows, in_rows, k_rows, out_g, cpg, hw_out, g.out_w, w0, K, s); break;
+        default: fused_tile_channels<1>(xbuf.data(), rows, in_rows, k_rows, out_g, cpg, hw_out, g.out_w, w0, K, s);
+      }
+      if (gsi_z != nullptr)
+        add_gsi_tile(out_g, gsi_z + b * gsi_m * hw_out,
+                     gsi_w + (b * g.channels + grp * cpg) * gsi_m, gsi_m, cpg, nr, hw_out,
+                     g.out_w, h, w0);
+    }
   }
 }
 
@@ -735,9 +826,13 @@ Geometry make_fused_geometry(const char* name, const at::Tensor& x, const at::Te
   return g;
 }
 
+// With gsi_z (B, m, H', W') and gsi_weight (B, C, m), the output also gets DCDCConv2d's global
+// branch, gsi_weight[b] @ gsi_z[b] (add_gsi_tile).
 at::Tensor lsa_fused_forward(const at::Tensor& x_in, const at::Tensor& hidden_in,
                              const at::Tensor& weight_in, const c10::optional<at::Tensor>& bias_in,
-                             int64_t kernel_size, int64_t stride) {
+                             int64_t kernel_size, int64_t stride,
+                             const c10::optional<at::Tensor>& gsi_z_in,
+                             const c10::optional<at::Tensor>& gsi_weight_in) {
   const Geometry g =
       make_fused_geometry("lsa_fused_forward", x_in, hidden_in, weight_in, kernel_size, stride);
   const int64_t taps = g.taps();
@@ -750,16 +845,33 @@ at::Tensor lsa_fused_forward(const at::Tensor& x_in, const at::Tensor& hidden_in
     TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.numel() == weight_in.size(0),
                 "lsa_fused_forward: bias must hold ", weight_in.size(0), " float32 values");
   }
+  at::Tensor gsi_z, gsi_weight;
+  TORCH_CHECK(gsi_z_in.has_value() == gsi_weight_in.has_value(),
+              "lsa_fused_forward: give both gsi_z and gsi_weight, or neither");
+  if (gsi_z_in.has_value()) {
+    gsi_z = gsi_z_in->contiguous();
+    gsi_weight = gsi_weight_in->contiguous();
+    const int64_t m = gsi_weight.dim() == 3 ? gsi_weight.size(2) : -1;
+    TORCH_CHECK(gsi_z.scalar_type() == at::kFloat && gsi_weight.scalar_type() == at::kFloat &&
+                    gsi_z.sizes() == at::IntArrayRef({g.batch, m, g.out_h, g.out_w}) &&
+                    gsi_weight.sizes() == at::IntArrayRef({g.batch, g.channels, m}),
+                "lsa_fused_forward: need float32 gsi_z (B, m, H', W') and gsi_weight (B, C, m) "
+                "for output (", g.batch, ", ", g.channels, ", ", g.out_h, ", ", g.out_w,
+                "), got ", gsi_z.sizes(), " and ", gsi_weight.sizes());
+  }
   at::Tensor out = dcdc::empty_output({g.batch, g.channels, g.out_h, g.out_w}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* hp = hidden.data_ptr<float>();
+  const float* zp = gsi_z.defined() ? gsi_z.data_ptr<float>() : nullptr;
+  const float* gwp = gsi_weight.defined() ? gsi_weight.data_ptr<float>() : nullptr;
+  const int64_t gsi_m = gsi_weight.defined() ? gsi_weight.size(2) : 0;
   const float* wp = weight_t.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
   const int64_t reduced = weight_in.size(1);
-  const int64_t tasks = g.batch * g.groups * ((g.out_h + RB - 1) / RB);
-  at::parallel_for(0, tasks, (g.grain() + RB - 1) / RB, [&](int64_t begin, int64_t end) {
-    fused_forward_f32(xp, hp, wp, bp, reduced, op, g, begin, end);
+  const int64_t rb = fused_rows(g), tasks = g.batch * g.groups * ((g.out_h + rb - 1) / rb);
+  at::parallel_for(0, tasks, (g.grain() + rb - 1) / rb, [&](int64_t begin, int64_t end) {
+    fused_forward_f32(xp, hp, wp, bp, reduced, zp, gwp, gsi_m, op, g, begin, end);
   });
   return out;
 }
@@ -815,6 +927,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pointwise_forward", &dcdc::pointwise_forward, py::arg("x"), py::arg("weight_t"),
         py::arg("bias"), py::arg("depthwise_weight"), py::arg("relu"),
         "inference 1x1 conv, optionally after a depth-wise conv, with bias and ReLU (CPU)");
-  m.def("lsa_fused_forward", &lsa_fused_forward,
-        "LSA aggregation with the kernels generated on the fly by a 1x1 conv (CPU, float32)");
+  m.def("lsa_fused_forward", &lsa_fused_forward, py::arg("x"), py::arg("hidden"),
+        py::arg("weight"), py::arg("bias"), py::arg("kernel_size"), py::arg("stride"),
+        py::arg("gsi_z") = py::none(), py::arg("gsi_weight") = py::none(),
+        "LSA aggregation with the kernels generated on the fly by a 1x1 conv (CPU, float32); "
+        "with gsi_z and gsi_weight, plus gsi_weight @ gsi_z per sample (DCDCConv2d's GSI)");
 }
