@@ -175,6 +175,22 @@ def test_fused_forward_with_gsi_against_float64(kernel_size, stride, channels, g
 
 
 @needs_native
+def test_fused_inference_only_for_float32(monkeypatch):
+    """A float64 operator in inference runs the float64 paths, not the float32 kernel."""
+    torch.manual_seed(0)
+    op = DCDCConv2d(32, kernel_size=7).eval().double()
+    x = torch.randn(1, 32, 8, 20, dtype=torch.float64)
+    counting = _Counting(dcdc_conv.native)
+    monkeypatch.setattr(dcdc_conv, "native", counting)
+    with torch.no_grad():
+        out = op(x)
+        monkeypatch.setenv("DCDC_BACKEND", "torch")
+        composite = op(x)
+    assert counting.fused_gsi == 0 and out.dtype == torch.float64
+    torch.testing.assert_close(out, composite)
+
+
+@needs_native
 def test_fused_forward_gsi_bad_input():
     x, hidden = torch.randn(1, 16, 4, 16), torch.randn(1, 4, 4, 16)
     weight = torch.randn(49, 4)

@@ -316,11 +316,14 @@ class LSA(nn.Module):
         h = _conv1x1(self.span, self.hidden(x))
         return h.view(h.shape[0], self.groups, self.kernel_size ** 2, h.shape[2], h.shape[3])
 
+    def span_matrix(self):
+        """The last 1x1 conv's weight as a (G*K*K, C/r) matrix (what the fused kernels take)."""
+        return self.span.weight.view(self.span.weight.shape[0], -1)
+
     def forward(self, x):
         _check_input(self, x)
         # Eq. 5 with H = span(hidden): fused on CPU, so H never exists as a whole tensor
-        weight = self.span.weight.view(self.span.weight.shape[0], -1)
-        return lsa_generate_aggregate(x, self.hidden(x), weight, self.span.bias,
+        return lsa_generate_aggregate(x, self.hidden(x), self.span_matrix(), self.span.bias,
                                       self.kernel_size, self.stride)
 
     def extra_repr(self):
@@ -363,6 +366,13 @@ class GSI(nn.Module):
         p = self.kernel_gen(F.adaptive_avg_pool2d(z, 1))
         return p.view(z.shape[0], self.width, self.width, k, k)
 
+    def expanded_kernels(self, z):
+        """E P_b: (B, C, m), the expansion times each sample's dynamic kernel, for k = 1, where
+        E (P_b z) = (E P_b) z applies both as one C x m matrix per sample."""
+        weight = self.expand.weight.view(self.channels, self.width).to(z.dtype)
+        kernels = self.dynamic_kernels(z).view(z.shape[0], self.width, self.width)
+        return torch.matmul(weight, kernels.to(z.dtype))
+
     def forward(self, x):
         return self._forward_plus(x)
 
@@ -373,13 +383,10 @@ class GSI(nn.Module):
         z = _conv1x1(self.reduce, x)
         if (self.dynamic and self.kernel_size == 1 and not tracing_convs()
                 and z.device.type == "cpu" and z.numel() > 0):
-            # Eq. 8 with k = 1 then the expansion: E (P_b z) = (E P_b) z, so one GEMM per sample
-            # with a C x m weight, without the m-channel map P_b z. (Traces for counting keep the
-            # two steps, whose convs FLOP counters count.)
-            weight = self.expand.weight.view(self.channels, self.width).to(z.dtype)
-            kernels = self.dynamic_kernels(z).view(z.shape[0], self.width, self.width)
-            return _gemm1x1(torch.matmul(weight, kernels.to(z.dtype)),
-                            self.pool(z).contiguous(), addend=addend)
+            # Eq. 8 with k = 1 then the expansion: one GEMM per sample with a C x m weight,
+            # without the m-channel map P_b z. (Traces for counting keep the two steps, whose
+            # convs FLOP counters count.)
+            return _gemm1x1(self.expanded_kernels(z), self.pool(z).contiguous(), addend=addend)
         if self.dynamic:
             z = per_sample_conv(self.pool(z), self.dynamic_kernels(z))   # Eq. 8
         else:
@@ -461,26 +468,24 @@ class DCDCConv2d(nn.Module):
     def _fused_inference(self, x):
         """LSA(x) + GSI(x) in one native pass, or None where that does not apply.
 
-        It applies where the LSA runs its fused native kernel in eager inference (CPU float32,
-        native backend, maps at least NATIVE_MIN_WIDTH wide, nothing needs a gradient, no trace,
-        compile or autocast) with the dynamic 1x1 GSI: the kernel adds GSI's (E P_b) Z to each
-        output tile while it is in cache, instead of a pass over the whole output afterwards.
+        It applies where the LSA runs its fused native kernel in eager inference (CPU, float32
+        input and parameters, native backend, maps at least NATIVE_MIN_WIDTH wide, nothing needs
+        a gradient, no trace, compile or autocast) with the dynamic 1x1 GSI: the kernel adds
+        GSI's (E P_b) Z to each output tile while it is in cache, instead of a pass over the
+        whole output afterwards.
         """
         gsi, lsa = self.gsi, self.lsa
         if (gsi is None or not gsi.dynamic or gsi.kernel_size != 1 or x.device.type != "cpu"
-                or x.dtype != torch.float32 or x.shape[0] == 0
-                or -(-x.shape[-1] // self.stride) < NATIVE_MIN_WIDTH
-                or _eager_inference_blocked(x) or tracing_convs()
-                or _needs_grad(x, *self.parameters()) or resolve_backend(x.device) != "native"):
+                or x.shape[0] == 0 or -(-x.shape[-1] // self.stride) < NATIVE_MIN_WIDTH
+                or any(t.dtype != torch.float32 for t in (x, *self.parameters()))
+                or _eager_inference_blocked(x) or _needs_grad(x, *self.parameters())
+                or resolve_backend(x.device) != "native"):
             return None
         z = _conv1x1(gsi.reduce, x)
-        kernels = gsi.dynamic_kernels(z).view(z.shape[0], gsi.width, gsi.width)
-        gsi_weight = torch.matmul(gsi.expand.weight.view(self.channels, gsi.width), kernels)
-        span = lsa.span.weight.view(lsa.span.weight.shape[0], -1)
-        return native.lsa_fused_forward(x.contiguous(), lsa.hidden(x).contiguous(), span,
-                                        lsa.span.bias, lsa.kernel_size, self.stride,
-                                        gsi_z=gsi.pool(z).contiguous(),
-                                        gsi_weight=gsi_weight.contiguous())
+        return native.lsa_fused_forward(x.contiguous(), lsa.hidden(x).contiguous(),
+                                        lsa.span_matrix(), lsa.span.bias, lsa.kernel_size,
+                                        self.stride, gsi_z=gsi.pool(z).contiguous(),
+                                        gsi_weight=gsi.expanded_kernels(z).contiguous())
 
     def extra_repr(self):
         return f"channels={self.channels}, stride={self.stride}, global_branch={self.global_branch}"
