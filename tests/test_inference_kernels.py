@@ -124,25 +124,30 @@ def test_conv1x1_keeps_autograd_and_batch_statistics(monkeypatch):
 
 
 @needs_native
-@pytest.mark.parametrize("stride,size", [(1, (13, 35)), (2, (17, 23)), (1, (181, 333))], ids=str)
-def test_dcdc_conv_inference_equals_composite(stride, size, monkeypatch):
+@pytest.mark.parametrize("stride,size,dtype", [
+    (1, (13, 35), torch.float32), (2, (17, 23), torch.float32), (1, (181, 333), torch.float32),
+    (1, (8, 20), torch.float64)], ids=str)
+def test_dcdc_conv_inference_equals_composite(stride, size, dtype, monkeypatch):
     torch.manual_seed(0)
-    op = DCDCConv2d(32, kernel_size=7, stride=stride).eval()
+    op = DCDCConv2d(32, kernel_size=7, stride=stride).eval().to(dtype)
     with torch.no_grad():
         for m in op.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 2)
-    x = torch.randn(2, 32, *size)
+    x = torch.randn(2, 32, *size, dtype=dtype)
     counting = _Counting(dcdc_conv.native)
     monkeypatch.setattr(dcdc_conv, "native", counting)
     with torch.no_grad():
         fast = op(x)
         monkeypatch.setenv("DCDC_BACKEND", "torch")
         composite = op(x)
-    assert counting.calls == 2  # LSA's depth-wise + reduce, GSI's reduce
+    # float32 only: LSA's depth-wise + reduce and GSI's reduce on the native 1x1 kernel, and
     # LSA + GSI in one pass where the output is at least 16 columns wide (the fused kernel's tile)
-    assert counting.fused_gsi == (-(-size[1] // stride) >= 16)
+    native_f32 = dtype == torch.float32
+    assert counting.calls == 2 * native_f32
+    assert counting.fused_gsi == (native_f32 and -(-size[1] // stride) >= 16)
+    assert fast.dtype == dtype
     assert (fast - composite).abs().max() <= 1e-4 * composite.abs().max()
 
 
@@ -172,22 +177,6 @@ def test_fused_forward_with_gsi_against_float64(kernel_size, stride, channels, g
     want = aggregation.lsa_aggregate_unfold(x.double(), kernels, kernel_size, stride)
     want = want + torch.einsum("bcm,bmhw->bchw", gsi_weight.double(), gsi_z.double())
     assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
-
-
-@needs_native
-def test_fused_inference_only_for_float32(monkeypatch):
-    """A float64 operator in inference runs the float64 paths, not the float32 kernel."""
-    torch.manual_seed(0)
-    op = DCDCConv2d(32, kernel_size=7).eval().double()
-    x = torch.randn(1, 32, 8, 20, dtype=torch.float64)
-    counting = _Counting(dcdc_conv.native)
-    monkeypatch.setattr(dcdc_conv, "native", counting)
-    with torch.no_grad():
-        out = op(x)
-        monkeypatch.setenv("DCDC_BACKEND", "torch")
-        composite = op(x)
-    assert counting.fused_gsi == 0 and out.dtype == torch.float64
-    torch.testing.assert_close(out, composite)
 
 
 @needs_native
