@@ -381,7 +381,7 @@ DCDC_MULTIVERSION void forward_f32(const float* x, const float* k, float* out, c
 // Kernel generation fused with the aggregation: the kernels of (b, grp, output rows h..) are
 // the output of the generator's last 1x1 conv,
 //   k[t][w] = bias[grp*K*K + t] + sum_r weight[grp*K*K + t][r] * hidden[b][r][h][w],
-// computed one column tile at a time into a RB x K*K x TW buffer (a few KiB, in L1) that the
+// computed a column tile at a time into an nr x K*K x TW buffer (nr <= RBF; in L1) that the
 // aggregation of all channels of the group reads right away: neither a B x G*K*K x H' x W'
 // tensor in memory nor a K*K x W' row buffer, which exceeds L1 and would be read back from L2
 // once per channel block. Register tile of the generation: NT taps x TW columns; each hidden
