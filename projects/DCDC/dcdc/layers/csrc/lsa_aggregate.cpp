@@ -411,12 +411,17 @@ DCDC_INLINE void generate_taps(const float* hidden_row, int64_t hidden_stride,
   for (; t0 + NT <= taps; t0 += NT)
     generate_tile<NT>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
   switch (taps - t0) {  // the rest in one register tile (taps = 9 for K = 3, 25 for K = 5)
-    case 6: return generate_tile<6>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
-    case 5: return generate_tile<5>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
-    case 4: return generate_tile<4>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
-    case 3: return generate_tile<3>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
-    case 2: return generate_tile<2>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
-    case 1: return generate_tile<1>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, ktile);
+#define DCDC_GENERATE_REST(N)                                                              \
+  case N:                                                                                  \
+    return generate_tile<N>(hidden_row, hidden_stride, weight_t, bias, reduced, taps, t0, w0, \
+                            ktile);
+    DCDC_GENERATE_REST(6)
+    DCDC_GENERATE_REST(5)
+    DCDC_GENERATE_REST(4)
+    DCDC_GENERATE_REST(3)
+    DCDC_GENERATE_REST(2)
+    DCDC_GENERATE_REST(1)
+#undef DCDC_GENERATE_REST
     default: return;
   }
 }
@@ -483,7 +488,8 @@ DCDC_MULTIVERSION void fused_forward_f32(const float* x, const float* hidden,
   const int64_t in_rows_max = (rb - 1) * s + K;
   std::vector<float> xbuf(cpg * in_rows_max * rows.row_len), ktile(rb * taps * TW);
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t h = task % blocks * rb, bg = task / blocks, grp = bg % g.groups, b = bg / g.groups;
+    const int64_t h = task % blocks * rb, bg = task / blocks, grp = bg % g.groups,
+                  b = bg / g.groups;
     const int64_t nr = std::min(rb, g.out_h - h), in_rows = (nr - 1) * s + K, y0 = h * s - p;
     const float* w_g = weight_t + grp * reduced * taps;
     const float* b_g = bias != nullptr ? bias + grp * taps : nullptr;
@@ -508,12 +514,15 @@ DCDC_MULTIVERSION void fused_forward_f32(const float* x, const float* hidden,
         generate_taps(hidden + b * reduced * hw_out + (h + r) * g.out_w, hw_out, w_g, b_g,
                       reduced, taps, w0, ktile.data() + r * taps * TW);
       static_assert(RBF == 4, "fused_forward_f32 dispatches 1 to 4 rows");
+#define DCDC_AGGREGATE_ROWS(NR) \
+  fused_tile_channels<NR>(xbuf.data(), rows, in_rows, k_rows, out_g, cpg, hw_out, g.out_w, w0, K, s)
       switch (nr) {
-        case 4: fused_tile_channels<4>(xbuf.data(), rows, in_rows, k_rows, out_g, cpg, hw_out, g.out_w, w0, K, s); break;
-        case 3: fused_tile_channels<3>(xbuf.data(), rows, in_rows, k_rows, out_g, cpg, hw_out, g.out_w, w0, K, s); break;
-        case 2: fused_tile_channels<2>(xbuf.data(), rows, in_rows, k_rows, out_g, cpg, hw_out, g.out_w, w0, K, s); break;
-        default: fused_tile_channels<1>(xbuf.data(), rows, in_rows, k_rows, out_g, cpg, hw_out, g.out_w, w0, K, s);
+        case 4: DCDC_AGGREGATE_ROWS(4); break;
+        case 3: DCDC_AGGREGATE_ROWS(3); break;
+        case 2: DCDC_AGGREGATE_ROWS(2); break;
+        default: DCDC_AGGREGATE_ROWS(1);
       }
+#undef DCDC_AGGREGATE_ROWS
       if (gsi_z != nullptr)
         add_gsi_tile(out_g, gsi_z + b * gsi_m * hw_out,
                      gsi_w + (b * g.channels + grp * cpg) * gsi_m, gsi_m, cpg, nr, hw_out,
