@@ -182,9 +182,10 @@ def folded_conv(conv, x):
     There (nothing needs a gradient, no trace, no compile, no autocast) a 1x1, stride-1,
     ungrouped conv of at most 512 input and output channels runs :func:`_conv1x1`: norm folded
     in, one output tensor, none of oneDNN's NCHW <-> blocked reorders. oneDNN's own conv is as
-    fast on the wider 1x1 convs of res4 / res5 (``benchmarks/bench_layers.py``). Any other conv whose norm
-    uses running statistics runs as one ``F.conv2d`` with the norm folded into its weight and
-    bias: no separate norm pass and one fresh tensor fewer. Elsewhere this is ``conv(x)``.
+    fast on the wider 1x1 convs of res4 / res5 (``benchmarks/bench_layers.py``). Any other conv
+    whose norm uses running statistics runs as one ``F.conv2d`` with the norm folded into its
+    weight and bias: no separate norm pass and one fresh tensor fewer. Elsewhere this is
+    ``conv(x)``.
     """
     if (x.device.type != "cpu" or conv.padding_mode != "zeros" or _eager_inference_blocked(x)
             or _needs_grad(x, *conv.parameters())):

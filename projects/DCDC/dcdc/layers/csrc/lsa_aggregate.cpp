@@ -278,6 +278,22 @@ struct PhasedRows {
   const float* tap(const float* buf, int64_t j) const { return buf + tap_offset[j]; }
 };
 
+// nc channels x in_rows padded input rows from input row y0 (zero rows outside the image),
+// channel-major: forward_tile's layout. x_c0 is the first channel's map.
+DCDC_INLINE void fill_input_rows(float* buf, const float* x_c0, int64_t nc, int64_t in_rows,
+                                 int64_t y0, const Geometry& g, const PhasedRows& rows) {
+  for (int64_t c = 0; c < nc; ++c) {
+    for (int64_t ii = 0; ii < in_rows; ++ii) {
+      float* dst = buf + (c * in_rows + ii) * rows.row_len;
+      const int64_t y = y0 + ii;
+      if (y < 0 || y >= g.height)  // zero padding rows
+        std::fill(dst, dst + rows.row_len, 0.f);
+      else
+        rows.fill(dst, x_c0 + c * g.height * g.width + y * g.width, g.width, g.pad);
+    }
+  }
+}
+
 // Output rows per task of the float32 forward. Rows h and h + 1 read the same input rows (at
 // taps i and i - s), so each input tile loaded feeds both: per multiply-add, loads drop from
 // (CB + 1) / CB to (CB + RB) / (RB * CB); the input loads, most of them across cache lines, are
@@ -322,16 +338,7 @@ DCDC_INLINE void forward_rows_nr(const float* x, const float* const* k_rows, int
   const int64_t in_rows = (NR - 1) * s + K, y0 = h * s - p;
   for (int64_t c0 = grp * cpg; c0 < (grp + 1) * cpg; c0 += CB) {
     const int64_t nb = std::min<int64_t>(CB, (grp + 1) * cpg - c0);
-    for (int64_t cb = 0; cb < nb; ++cb) {
-      for (int64_t ii = 0; ii < in_rows; ++ii) {
-        float* dst = buf + (cb * in_rows + ii) * rows.row_len;
-        const int64_t y = y0 + ii;
-        if (y < 0 || y >= g.height)  // zero padding rows
-          std::fill(dst, dst + rows.row_len, 0.f);
-        else
-          rows.fill(dst, x + (b * g.channels + c0 + cb) * hw_in + y * g.width, g.width, p);
-      }
-    }
+    fill_input_rows(buf, x + (b * g.channels + c0) * hw_in, nb, in_rows, y0, g, rows);
     float* out0 = out + ((b * g.channels + c0) * g.out_h + h) * g.out_w;
     for_each_tile(g.out_w, [&](int64_t w0) {
       if (nb == CB) {
@@ -493,17 +500,9 @@ DCDC_MULTIVERSION void fused_forward_f32(const float* x, const float* hidden,
     const int64_t nr = std::min(rb, g.out_h - h), in_rows = (nr - 1) * s + K, y0 = h * s - p;
     const float* w_g = weight_t + grp * reduced * taps;
     const float* b_g = bias != nullptr ? bias + grp * taps : nullptr;
-    // the padded input rows of every channel of the group, channel-major (forward_tile's layout)
-    for (int64_t c = 0; c < cpg; ++c) {
-      for (int64_t ii = 0; ii < in_rows; ++ii) {
-        float* dst = xbuf.data() + (c * in_rows + ii) * rows.row_len;
-        const int64_t y = y0 + ii;
-        if (y < 0 || y >= g.height)  // zero padding rows
-          std::fill(dst, dst + rows.row_len, 0.f);
-        else
-          rows.fill(dst, x + (b * g.channels + grp * cpg + c) * hw_in + y * g.width, g.width, p);
-      }
-    }
+    // the padded input rows of every channel of the group
+    fill_input_rows(xbuf.data(), x + (b * g.channels + grp * cpg) * hw_in, cpg, in_rows, y0, g,
+                    rows);
     const float* k_rows[RBF];
     for (int64_t r = 0; r < nr; ++r) k_rows[r] = ktile.data() + r * taps * TW;
     float* out_g = out + ((b * g.channels + grp * cpg) * g.out_h + h) * g.out_w;
