@@ -7,19 +7,28 @@ from pathlib import Path
 import subprocess
 import sys
 
+
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "install_detectron2.py"
+sys.path.insert(0, str(TOOL.parent))
+from install_detectron2 import NUMPY2_FIXES  # noqa: E402
 
 
-def test_pure_python_wheel(tmp_path):
-    src = tmp_path / "sal_detectron2-0.7.2-cp310-none-any.whl"
-    info = "sal_detectron2-0.7.2.dist-info"
+def _fake_wheel(src, info, fixes=NUMPY2_FIXES):
     with zipfile.ZipFile(src, "w") as z:
+        for name, old, _ in fixes:
+            z.writestr(name, f"import numpy as np\nx = {old}\n")
         z.writestr("detectron2/__init__.py", "__version__ = '0.7.2'\n")
         z.writestr("detectron2/_C.cpython-310-x86_64-linux-gnu.so", b"\x7fELF")
         z.writestr("tools/train_net.py", "print('shadowing tools')\n")
         z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp310-cp310-linux_x86_64\n")
         z.writestr(f"{info}/top_level.txt", "detectron2\ntools\n")
         z.writestr(f"{info}/RECORD", "stale\n")
+
+
+def test_pure_python_wheel(tmp_path):
+    src = tmp_path / "sal_detectron2-0.7.2-cp310-none-any.whl"
+    info = "sal_detectron2-0.7.2.dist-info"
+    _fake_wheel(src, info)
     run = subprocess.run([sys.executable, str(TOOL), "--repack", str(src), str(tmp_path / "out")],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -36,3 +45,13 @@ def test_pure_python_wheel(tmp_path):
         assert set(record) == names
         init = z.read("detectron2/__init__.py")
         assert record["detectron2/__init__.py"][2] == str(len(init))
+        for name, old, new in NUMPY2_FIXES:  # numpy-2-safe calls, nothing else changed
+            assert z.read(name).decode() == f"import numpy as np\nx = {new}\n"
+
+
+def test_repack_refuses_a_wheel_without_the_numpy2_calls(tmp_path):
+    src = tmp_path / "sal_detectron2-0.7.3-cp310-none-any.whl"
+    _fake_wheel(src, "sal_detectron2-0.7.3.dist-info", NUMPY2_FIXES[:1])
+    run = subprocess.run([sys.executable, str(TOOL), "--repack", str(src), str(tmp_path / "out")],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "update NUMPY2_FIXES" in run.stderr

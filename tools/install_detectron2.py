@@ -10,6 +10,11 @@ part: drop ``detectron2/_C*.so`` and the top-level ``tools`` package (it would s
 command-line tools (``lazyconfig_train_net.py``, ``analyze_model.py``, ...) are kept as plain
 scripts in ``<venv>/share/detectron2/tools`` (:data:`TOOLS_DIR`).
 
+Two calls of detectron2 0.7.2 fail under numpy 2 (``np.array(..., copy=False)`` raises "Unable
+to avoid copy" there; SemSegEvaluator, and with it the panoptic quickstart's evaluation, stops):
+the repack rewrites them as numpy's migration guide says (:data:`NUMPY2_FIXES`, the same values
+under numpy 1), so that GPU machines keep their numpy 2.
+
 Without ``_C``, COCOEvaluator falls back to pycocotools' COCOeval (exact, slower), and rotated
 boxes / deformable convs are unavailable; DCDC uses neither.
 
@@ -39,6 +44,16 @@ CHECK = (
 )
 
 
+# (file in the wheel, upstream text, numpy-2-safe text): `np.asarray` copies only when needed,
+# which is what `copy=False` meant before numpy 2.
+NUMPY2_FIXES = [
+    ("detectron2/evaluation/sem_seg_evaluation.py",
+     "np.array(Image.open(f), copy=copy, dtype=dtype)",
+     "(np.array if copy else np.asarray)(Image.open(f), dtype=dtype)"),
+    ("detectron2/layers/mask_ops.py", "np.array(mask, copy=False)", "np.asarray(mask)"),
+]
+
+
 def detectron2_works():
     """Return the version line of a working detectron2 in this interpreter, else None."""
     proc = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True)
@@ -61,7 +76,9 @@ def extract_tools(src_wheel, tools_dir):
 
 
 def make_pure_python_wheel(src_wheel, out_dir):
-    """Copy ``src_wheel`` without its binary and ``tools/`` package, retagged py3-none-any."""
+    """Copy ``src_wheel`` without its binary and ``tools/`` package, retagged py3-none-any, with
+    :data:`NUMPY2_FIXES` applied."""
+    fixes = {name: (old, new) for name, old, new in NUMPY2_FIXES}
     with zipfile.ZipFile(src_wheel) as zin:
         names = zin.namelist()
         dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/WHEEL"))
@@ -86,6 +103,12 @@ def make_pure_python_wheel(src_wheel, out_dir):
                             line = "Root-Is-Purelib: true"
                         lines.append(line)
                     data = ("\n".join(lines) + "\n").encode()
+                if name in fixes:
+                    old, new = fixes.pop(name)
+                    if data.count(old.encode()) != 1:
+                        raise RuntimeError(f"{name} of {src_wheel} does not hold {old!r} once: "
+                                           "update NUMPY2_FIXES for this detectron2 version.")
+                    data = data.replace(old.encode(), new.encode())
                 if name == f"{dist_info}/top_level.txt":
                     data = b"detectron2\n"
                 zout.writestr(name, data)
@@ -94,11 +117,26 @@ def make_pure_python_wheel(src_wheel, out_dir):
             writer = csv.writer(record, lineterminator="\n")
             writer.writerows(rows + [[f"{dist_info}/RECORD", "", ""]])
             zout.writestr(f"{dist_info}/RECORD", record.getvalue())
+    if fixes:
+        raise RuntimeError(f"{src_wheel} has no {sorted(fixes)}: update NUMPY2_FIXES.")
     return out_path
 
 
 def pip(*args):
     subprocess.run([sys.executable, "-m", "pip", *args], check=True)
+
+
+def download(out_dir, tools_dir=None):
+    """Download ``DISTRIBUTION``, write its pure-Python wheel to ``out_dir`` and return its path;
+    with ``tools_dir``, also detectron2's command-line tools (:func:`extract_tools`)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pip("download", "--no-deps", "--only-binary=:all:", "--python-version", "3.10", "-q",
+            "--dest", tmp, DISTRIBUTION)
+        (src,) = [os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".whl")]
+        if tools_dir:
+            extract_tools(src, tools_dir)
+        return make_pure_python_wheel(src, out_dir)
 
 
 def main(argv=None):
@@ -111,31 +149,43 @@ def main(argv=None):
         help="only turn a downloaded sal-detectron2 wheel into the pure-Python one in OUT_DIR "
              "(e.g. for an offline mirror) and print its path; installs nothing",
     )
+    parser.add_argument("--download", metavar="OUT_DIR",
+                        help="only download and repack it into OUT_DIR; installs nothing")
+    parser.add_argument("--wheelhouse", metavar="DIR",
+                        help="install offline the repacked wheel in DIR (tools/wheelhouse.py), "
+                             "without dependencies")
     args = parser.parse_args(argv)
-    if args.repack:
-        os.makedirs(args.repack[1], exist_ok=True)
-        print(make_pure_python_wheel(*args.repack))
+    if args.repack or args.download:
+        os.makedirs((args.repack or [None, args.download])[1], exist_ok=True)
+        print(make_pure_python_wheel(*args.repack) if args.repack else download(args.download))
         return
 
     found = detectron2_works()
     if found and not args.force:
         print(f"[install_detectron2] keeping the detectron2 already installed: {found}")
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        pip("download", "--no-deps", "--only-binary=:all:", "--python-version", "3.10",
-            "--dest", tmp, DISTRIBUTION)
-        (src,) = [os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".whl")]
-        wheel = make_pure_python_wheel(src, tmp)
-        extract_tools(src, TOOLS_DIR)
-        print(f"[install_detectron2] installing {os.path.basename(wheel)} (pure Python, no _C)")
-        pip("install", wheel, *EXTRA_REQUIREMENTS)
+    if args.wheelhouse:
+        wheels = [os.path.join(args.wheelhouse, f) for f in os.listdir(args.wheelhouse)
+                  if f.startswith("sal_detectron2-") and f.endswith("-py3-none-any.whl")]
+        if len(wheels) != 1:
+            sys.exit(f"[install_detectron2] {args.wheelhouse} holds no repacked detectron2 "
+                     "wheel: make it with `make wheelhouse`.")
+        print(f"[install_detectron2] installing {os.path.basename(wheels[0])} offline")
+        pip("install", "--no-index", "--no-deps", "-q", wheels[0])
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            wheel = download(tmp, TOOLS_DIR)
+            print(f"[install_detectron2] installing {os.path.basename(wheel)} (pure Python, "
+                  "no _C)")
+            pip("install", wheel, *EXTRA_REQUIREMENTS)
     found = detectron2_works()
     if not found:
         sys.exit(
             "[install_detectron2] detectron2 was installed but does not import; run\n"
             f"  {sys.executable} -c '{CHECK}'\nto see the error."
         )
-    print(f"[install_detectron2] detectron2 ready: {found}; its tools are in {TOOLS_DIR}")
+    tools = f"; its tools are in {TOOLS_DIR}" if os.path.isdir(TOOLS_DIR) else ""
+    print(f"[install_detectron2] detectron2 ready: {found}{tools}")
 
 
 if __name__ == "__main__":
