@@ -1,7 +1,8 @@
 """Pictures shared by demo.py, tools/run_demo.py and tools/visualize_kernels.py.
 
 * :func:`draw_predictions` / :func:`draw_ground_truth`: a model's output or a dataset dict drawn
-  by detectron2's ``Visualizer`` (panoptic > instances > semantic).
+  by detectron2's ``Visualizer`` (panoptic > instances > semantic); :func:`draw_video_predictions`
+  a model's output on a video frame, by detectron2's ``VideoVisualizer``.
 * :func:`parse_model_spec`, :func:`ground_truth_index`, :func:`side_by_side`: several models on
   one image (paper Fig. 7): ``NAME=CONFIG[:WEIGHTS]`` arguments, the registered dataset dict of
   an image file, and labelled panels placed side by side.
@@ -32,7 +33,8 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from ..layers import DCDCConv2d
 
-__all__ = ["draw_predictions", "draw_ground_truth", "ground_truth_panoptic", "label",
+__all__ = ["draw_predictions", "draw_video_predictions", "draw_ground_truth",
+           "ground_truth_panoptic", "label",
            "parse_model_spec", "ground_truth_index", "side_by_side",
            "find_resnet", "find_operator", "operator_kernels", "sample_positions", "render",
            "kernel_figure", "save_figure"]
@@ -48,6 +50,22 @@ def draw_predictions(image_rgb, predictions, metadata, scale=1.0):
         return visualizer.draw_instance_predictions(predictions["instances"].to("cpu"))
     if "sem_seg" in predictions:
         return visualizer.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).to("cpu"))
+    raise ValueError(f"Nothing to draw in the predictions (keys {sorted(predictions)}).")
+
+
+def draw_video_predictions(video_visualizer, frame_rgb, predictions):
+    """Draw a model's output dict on one RGB video frame with detectron2's ``VideoVisualizer``
+    (which keeps an instance's colour from frame to frame), as detectron2's demo/predictor.py."""
+    if "panoptic_seg" in predictions:
+        panoptic_seg, segments_info = predictions["panoptic_seg"]
+        return video_visualizer.draw_panoptic_seg_predictions(frame_rgb, panoptic_seg.to("cpu"),
+                                                              segments_info)
+    if "instances" in predictions:
+        return video_visualizer.draw_instance_predictions(frame_rgb,
+                                                          predictions["instances"].to("cpu"))
+    if "sem_seg" in predictions:
+        return video_visualizer.draw_sem_seg(frame_rgb,
+                                             predictions["sem_seg"].argmax(dim=0).to("cpu"))
     raise ValueError(f"Nothing to draw in the predictions (keys {sorted(predictions)}).")
 
 
