@@ -13,7 +13,11 @@ Sizes: the ResNet stage-2 operator (2x64x200x336, K=7) and the FPN P2 neck opera
 * ``shift``: :func:`dcdc.layers.lsa_aggregate` with ``DCDC_BACKEND=torch`` (the pure-PyTorch
   shift-and-accumulate composite);
 * ``ours``: :func:`dcdc.layers.lsa_aggregate` with ``DCDC_BACKEND=auto`` (the native kernel
-  ``dcdc._C`` on CPU, the Triton kernels on CUDA); the table names the backend that ran.
+  ``dcdc._C`` on CPU, on CUDA the Triton kernels of the ``simple`` family); the table names the
+  backend that ran;
+* ``ours tiled`` (CUDA only): the same with ``DCDC_TRITON_KERNELS=tiled``, the Triton kernels of
+  the ``tiled`` family (see ``dcdc/layers/triton_kernels.py``), autotuned in an untimed call
+  before the measured ones.
 
 A second table times the aggregation together with the 1x1 conv that makes its kernels (the
 kernel generator's last layer, R = C/4 -> G*K*K channels), as ``LSA.forward`` runs it:
@@ -23,7 +27,9 @@ kernel generator's last layer, R = C/4 -> G*K*K channels), as ``LSA.forward`` ru
   cache inside the native kernel (on CPU float32) and regenerates them in backward.
 
 Times are medians of ``--repeat`` calls after a warm-up; memory is the extra peak RSS of the
-call (see ``benchmarks/common.py``). Ratios are against ``unfold`` measured in the same run.
+call on CPU, on CUDA the peak of ``torch.cuda.max_memory_allocated`` above the memory allocated
+before the first call (see ``benchmarks/common.py``). Ratios are against ``unfold`` measured in
+the same run.
 When ``unfold`` does not fit in memory at batch 2 (the P2 size needs ~13 GB forward and ~20 GB
 forward+backward), it is rerun at batch 1 and its time and memory doubled (both are linear in
 the batch); the table marks such rows "batch 1 x2".
@@ -36,7 +42,9 @@ import torch
 from benchmarks.common import format_table, machine_line, measure, run_case
 
 SIZES = {"stage2": (2, 64, 200, 336), "p2": (2, 256, 200, 320)}
-IMPLS = {"unfold": {}, "shift": {"DCDC_BACKEND": "torch"}, "ours": {"DCDC_BACKEND": "auto"}}
+IMPLS = {"unfold": {}, "shift": {"DCDC_BACKEND": "torch"},
+         "ours": {"DCDC_BACKEND": "auto", "DCDC_TRITON_KERNELS": "simple"}}
+CUDA_IMPLS = {**IMPLS, "ours tiled": {"DCDC_BACKEND": "auto", "DCDC_TRITON_KERNELS": "tiled"}}
 GENERATOR_IMPLS = {"conv + ours": {"DCDC_BACKEND": "auto"}, "fused": {"DCDC_BACKEND": "auto"}}
 
 
@@ -45,7 +53,7 @@ def _case(args):
     import torch.nn.functional as F
 
     from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
-    from dcdc.layers.backend import resolve_backend
+    from dcdc.layers.backend import resolve_backend, triton_family
 
     device = torch.device(args["device"])
     dtype = getattr(torch, args["dtype"])
@@ -88,8 +96,14 @@ def _case(args):
             with torch.no_grad():
                 fn()
 
+    if device.type == "cuda":
+        # the tiled kernels autotune at their first call, benchmarking each config with Triton's
+        # 256 MiB cache-flush buffer: done here, outside the timed calls and measure()'s
+        # peak-memory window
+        step()
     result = measure(step, device, args["repeat"])
-    result["backend"] = "" if args["impl"] == "unfold" else resolve_backend(device)
+    backend = "" if args["impl"] == "unfold" else resolve_backend(device)
+    result["backend"] = f"triton {triton_family()}" if backend == "triton" else backend
     print(json.dumps(result))
 
 
@@ -112,7 +126,7 @@ def main():
     for size in args.sizes:
         for mode in args.modes:
             results = {}
-            for impl, env in IMPLS.items():
+            for impl, env in (CUDA_IMPLS if device.type == "cuda" else IMPLS).items():
                 case = {"impl": impl, "mode": mode, "shape": SIZES[size], "kernel_size": 7,
                         "device": args.device, "dtype": args.dtype,
                         "repeat": args.ref_repeat if impl == "unfold" else args.repeat}
@@ -134,10 +148,11 @@ def main():
                 name = impl + (f" ({r['backend']})" if r["backend"] else "") + r.get("note", "")
                 speedup = ref["seconds"] / r["seconds"] if "seconds" in ref else float("nan")
                 mem_ratio = r["extra_mb"] / ref["extra_mb"] if ref.get("extra_mb") else float("nan")
-                rows.append([shape, mode, name, f"{r['seconds'] * 1e3:.0f}", f"{speedup:.1f}x",
+                rows.append([shape, mode, name, f"{r['seconds'] * 1e3:.1f}", f"{speedup:.1f}x",
                              f"{r['extra_mb']:.0f}", f"{mem_ratio:.3f}"])
             print(format_table(["input", "pass", "impl", "ms", "speed-up vs unfold",
-                                "extra peak MiB", "memory vs unfold"], rows[-3:]), flush=True)
+                                "extra peak MiB", "memory vs unfold"], rows[-len(results):]),
+                  flush=True)
             print()
     print(format_table(["input", "pass", "impl", "ms", "speed-up vs unfold", "extra peak MiB",
                         "memory vs unfold"], rows))
@@ -157,7 +172,7 @@ def main():
                     rows.append([shape, mode, impl, "failed: " + r.get("error", "")[:60], "", "",
                                  ""])
                     continue
-                rows.append([shape, mode, impl, f"{r['seconds'] * 1e3:.0f}",
+                rows.append([shape, mode, impl, f"{r['seconds'] * 1e3:.1f}",
                              f"{ref['seconds'] / r['seconds']:.2f}x", f"{r['extra_mb']:.0f}",
                              f"{r['extra_mb'] / ref['extra_mb']:.2f}"])
     print(format_table(["input", "pass", "impl", "ms", "speed-up vs conv + ours",

@@ -10,20 +10,21 @@
 # reported there and the next one still runs. Budgets add up to 8 minutes on one H100:
 #
 #   stage              budget  what
-#   install              60 s  throw-away venv that sees PYTHON's torch; wheelhouse installed
+#   install              40 s  throw-away venv that sees PYTHON's torch; wheelhouse installed
 #                              offline; this tree installed without the native CPU kernels,
 #                              which no GPU stage uses (DCDC_BUILD_NATIVE=1 builds them too:
-#                              about a minute more, raise the budget)
+#                              about a minute more, with INSTALL_BUDGET=120)
 #   env                  15 s  GPU, driver, CUDA, torch, triton, numpy versions
-#   cuda-tests          120 s  tests/test_cuda.py: opcheck of every dcdc op on CUDA, both Triton
+#   cuda-tests          115 s  tests/test_cuda.py: opcheck of every dcdc op on CUDA, both Triton
 #                              kernel families vs the float64 Eq. 5 reference (fp32/fp16/bf16,
 #                              values and gradients), torch.compile(fullgraph) with Inductor,
 #                              bf16 autocast without upcast, devices, large maps, float64
-#   bench-aggregation    90 s  unfold vs PyTorch shift vs both Triton families, fp32 and bf16:
-#                              time and torch.cuda.max_memory_allocated
-#   bench-models         70 s  DCDC-R50 vs ResNet-50 backbone training step; Mask R-CNN
+#   bench-aggregation   130 s  the FPN P2 operator (2x256x200x320, K=7): unfold vs PyTorch shift
+#                              vs both Triton families, time and torch.cuda.max_memory_allocated;
+#                              bf16 forward+backward first, then fp32 forward and forward+backward
+#   bench-models         90 s  DCDC-R50 vs ResNet-50 backbone training step; Mask R-CNN
 #                              training iteration with bf16 AMP
-#   train               110 s  quickstart Panoptic FPN on the built-in shapes data, AMP, 300
+#   train                90 s  quickstart Panoptic FPN on the built-in shapes data, AMP, 300
 #                              iterations and one evaluation: losses finite, AP / PQ printed
 #
 # Without a CUDA device the last four stages say "no CUDA device" and skip (the CPU rehearsal,
@@ -133,10 +134,9 @@ cuda_tests() {
 }
 
 bench_aggregation() {
-    for dtype in float32 bfloat16; do
-        "$PY" -m benchmarks.bench_aggregation --device cuda --dtype $dtype --repeat 20 \
-            --ref-repeat 5 || return 1
-    done
+    # one process per case (about 18 in all); each table is printed as soon as it is complete
+    local common="-m benchmarks.bench_aggregation --device cuda --sizes p2 --repeat 20 --ref-repeat 5"
+    "$PY" $common --dtype bfloat16 --modes fwd+bwd && "$PY" $common --dtype float32
 }
 
 bench_models() {
@@ -145,12 +145,12 @@ bench_models() {
 }
 
 export -f install_env versions cuda_tests bench_aggregation bench_models train
-stage install ${INSTALL_BUDGET:-60} cpu install_env
+stage install ${INSTALL_BUDGET:-40} cpu install_env
 [ -f "$OUT/.python" ] && PY=$(cat "$OUT/.python") && rm "$OUT/.python"
 stage env 15 cpu versions
-stage cuda-tests 120 cuda cuda_tests
-stage bench-aggregation 90 cuda bench_aggregation
-stage bench-models 70 cuda bench_models
-stage train 110 cuda train
+stage cuda-tests 115 cuda cuda_tests
+stage bench-aggregation 130 cuda bench_aggregation
+stage bench-models 90 cuda bench_models
+stage train 90 cuda train
 cat "$SUMMARY"
 exit $FAILED

@@ -205,14 +205,3 @@ def test_generate_aggregate_bad_shapes(weight_shape, match):
     x, hidden = torch.randn(1, 32, 8, 20), torch.randn(1, 8, 8, 20)
     with pytest.raises(ValueError, match=match):
         lsa_generate_aggregate(x, hidden, torch.randn(weight_shape), None, 7)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_cuda_matches_reference(dtype):
-    x, kernels, grad, k, stride = _inputs((2, 32, 9, 37, 2, 7, 2), dtype)
-    expected = _value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(), grad.double(),
-                                k, stride)
-    actual = _value_and_grads(lsa_aggregate, x.cuda(), kernels.cuda(), grad.cuda(), k, stride)
-    for a, e in zip(actual, expected):
-        _assert_close_scaled(a.cpu(), e, TOL[dtype])

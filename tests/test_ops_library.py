@@ -132,21 +132,3 @@ def test_direct_op_call_checks_inputs():
         torch.ops.dcdc.lsa_aggregate(x, kernels.double(), k, s)
     with pytest.raises(ValueError, match="H' = ceil"):
         torch.ops.dcdc.lsa_aggregate(x, kernels, k, 1)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(),
-                    reason="needs a CUDA device and Triton")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_opcheck_cuda_triton(dtype, monkeypatch):
-    monkeypatch.setenv("DCDC_BACKEND", "triton")
-
-    def cuda(args, grad):
-        return [t.cuda().detach().requires_grad_(grad) if isinstance(t, torch.Tensor) else t
-                for t in args]
-
-    torch.library.opcheck(torch.ops.dcdc.lsa_aggregate, cuda(_aggregate_args(dtype, False), True))
-    torch.library.opcheck(torch.ops.dcdc.lsa_generate_aggregate,
-                          cuda(_generate_args(dtype, False), True))
-    with torch.autocast("cuda", dtype=torch.bfloat16):  # fp32 inputs: the op runs in bf16
-        out = lsa_aggregate(*cuda(_aggregate_args(torch.float32, False), False))
-    assert out.dtype == torch.bfloat16

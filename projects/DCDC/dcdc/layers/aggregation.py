@@ -11,12 +11,13 @@ which runs one of three implementations of the same math, chosen by ``DCDC_BACKE
 * ``native``, CPU tensors, when ``dcdc._C`` was built at install time
   (``csrc/lsa_aggregate.cpp``, C++ / OpenMP): register-tiled loops whose extra memory is a few
   rows per thread.
-* ``triton``, CUDA tensors (:mod:`.triton_kernels`): one program per (sample, channel block,
-  output tile), fp32 accumulation.
+* ``triton``, CUDA tensors (:mod:`.triton_kernels`): two kernel families (``simple``: one
+  output element per thread; ``tiled``: a group's channels per program), fp32 accumulation;
+  float64 runs the ``torch`` composite (exact).
 * ``torch``, any device: pure PyTorch shift-and-accumulate, K^2 in-place multiply-adds of
   strided views of the padded input; extra memory is one padded copy of the input.
 
-All accept float64/32/16 and bfloat16 and accumulate fp16/bf16 in float32. Under
+Every dtype float64/32/16 and bfloat16 is accepted; fp16/bf16 accumulate in float32. Under
 ``torch.autocast`` the inputs are cast to the autocast dtype (the op runs in bf16 / fp16).
 
 :func:`lsa_generate_aggregate` also takes the generator's last 1x1 conv into the aggregation

@@ -10,6 +10,20 @@
   Triton's interpreter, which is how CI checks the GPU kernels without a GPU).
 * ``torch``: the pure-PyTorch composite, on any device (exact, slower; the reference path).
 
+The Triton kernels sum in float32, so float64 tensors that the ``triton`` backend would run
+(CUDA tensors under ``auto``) run the composite instead, exactly (see :mod:`.ops`).
+
+``DCDC_TRITON_KERNELS`` picks which family of Triton kernels the ``triton`` backend runs (read
+at every call, by :func:`triton_family` only; see :mod:`.triton_kernels`):
+
+* ``simple`` (default): one program per (sample, channel) and block of pixels, each output
+  element computed alone (the reference kernels);
+* ``tiled``: one program per (sample, group, pixel tile) with the group's channels in registers,
+  tile size and num_warps autotuned on CUDA.
+
+Both compute the same values (up to float32 rounding); the default stays ``simple`` until a GPU
+run has timed both (``benchmarks/bench_aggregation.py --device cuda``).
+
 Under a JIT trace (``torch.jit.trace``, the TorchScript-based ONNX exporter, fvcore's FLOP
 counter), the layers record plain convs by default, the generator's last 1x1 conv before
 ``dcdc::lsa_aggregate`` and the depth-wise and narrow 1x1 convs as ``aten::_convolution``, which
@@ -36,13 +50,15 @@ import os
 
 import torch
 
-__all__ = ["BACKENDS", "native_available", "triton_available", "resolve_backend", "native",
-           "deployment_tracing", "tracing_convs"]
+__all__ = ["BACKENDS", "TRITON_KERNELS", "native_available", "triton_available",
+           "resolve_backend", "triton_family", "native", "deployment_tracing", "tracing_convs"]
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "native", "triton", "torch")
 ENV_VAR = "DCDC_BACKEND"
+TRITON_KERNELS = ("simple", "tiled")  # the Triton kernel families (.triton_kernels.FAMILIES)
+FAMILY_VAR = "DCDC_TRITON_KERNELS"
 
 try:  # built by setup.py when a C++ compiler is present; optional
     from .. import _C as native
@@ -104,6 +120,17 @@ def resolve_backend(device):
         if device.type not in ("cpu", "cuda"):
             raise RuntimeError(f"{ENV_VAR}=triton runs CUDA tensors, got {device.type}; choose "
                                f"one of {', '.join(BACKENDS)}.")
+    return value
+
+
+def triton_family():
+    """The Triton kernel family ``DCDC_TRITON_KERNELS`` names (``simple`` when unset)."""
+    value = os.environ.get(FAMILY_VAR, "simple").strip().lower() or "simple"
+    if value not in TRITON_KERNELS:
+        raise RuntimeError(
+            f"{FAMILY_VAR}={os.environ[FAMILY_VAR]!r} is not a family of DCDC Triton kernels; "
+            f"choose one of {', '.join(TRITON_KERNELS)} (or unset it for simple)."
+        )
     return value
 
 

@@ -17,7 +17,8 @@ A gradient that is not asked for (``need_* = False``, or no bias) is returned as
 tensor of shape (0,), since an operator cannot return None there.
 
 Each kernel dispatches on :func:`.backend.resolve_backend` (the ``DCDC_BACKEND`` variable) at
-call time: the native CPU kernels, the Triton kernels, or the exact PyTorch composite below.
+call time: the native CPU kernels, the Triton kernels (the family ``DCDC_TRITON_KERNELS`` names;
+float64 runs the composite, the kernels sum in float32), or the exact PyTorch composite below.
 Outputs are contiguous (NCHW) whatever the input layout.
 """
 import torch
@@ -175,23 +176,38 @@ def _triton():
     return triton_kernels
 
 
-def _aggregate_forward(x, kernels, kernel_size, stride):
+# The Triton kernels sum in float32: the precision of float32 inputs, more than fp16 / bf16
+# have. float64 inputs (which float32 sums would leave ~2e-7 off, relative) run the exact
+# composite instead, even under DCDC_BACKEND=triton.
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _aggregate_backend(x):
+    """The backend that aggregates ``x``: :func:`.backend.resolve_backend`'s, except that a dtype
+    outside TRITON_DTYPES (float64) goes from triton to the torch composite."""
     which = backend.resolve_backend(x.device)
+    if which == "triton" and x.dtype not in TRITON_DTYPES:
+        return "torch"
+    return which
+
+
+def _aggregate_forward(x, kernels, kernel_size, stride):
+    which = _aggregate_backend(x)
     if which == "native":
         return backend.native.lsa_forward(x, kernels, kernel_size, stride)
     if which == "triton":
-        return _triton().lsa_forward(x, kernels, kernel_size, stride)
+        return _triton().lsa_forward(x, kernels, kernel_size, stride, backend.triton_family())
     return _torch_forward(x, kernels, kernel_size, stride)
 
 
 def _aggregate_backward(grad_out, x, kernels, kernel_size, stride, need_x, need_kernels):
-    which = backend.resolve_backend(x.device)
+    which = _aggregate_backend(x)
     if which == "native":
         return backend.native.lsa_backward(grad_out, x, kernels, kernel_size, stride,
                                            need_x, need_kernels)
     if which == "triton":
         return _triton().lsa_backward(grad_out, x, kernels, kernel_size, stride,
-                                      need_x, need_kernels)
+                                      need_x, need_kernels, backend.triton_family())
     return _torch_backward(grad_out, x, kernels, kernel_size, stride, need_x, need_kernels)
 
 
