@@ -99,6 +99,8 @@ try:
 except ImportError:
     print("triton not installed")
 print("native CPU kernels:", backend.native_available())
+import shutil  # Triton builds its CUDA launcher with the host C compiler at first use
+print("host C compiler:", shutil.which("cc") or shutil.which("gcc") or "none found")
 if torch.cuda.is_available():
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
