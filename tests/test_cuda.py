@@ -4,7 +4,13 @@ fp32 / fp16 / bf16 (values and both gradients, any layout), ``opcheck`` of every
 CUDA, ``torch.compile(fullgraph=True)`` with Inductor, bf16 autocast without a silent upcast,
 float64 exact, a tensor on another device than the current one, and maps too large for a
 65535-block grid axis. The same kernels run on CPU tensors under Triton's interpreter in
-``test_ops_triton.py``."""
+``test_ops_triton.py``.
+
+To rehearse this file without a GPU, ``TRITON_INTERPRET=1 DCDC_TEST_DEVICE=cpu pytest
+tests/test_cuda.py`` runs it on CPU tensors under Triton's interpreter (slow: minutes; the
+tests that need a second device or a huge map are skipped there)."""
+import os
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -12,8 +18,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dcdc.layers import DCDCConv2d, lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
 from dcdc.layers.backend import TRITON_KERNELS, triton_available
 
-pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()),
-                                reason="no CUDA device (or no Triton)")
+DEVICE = os.environ.get("DCDC_TEST_DEVICE", "cuda")
+pytestmark = pytest.mark.skipif(
+    not triton_available() or (DEVICE == "cuda" and not torch.cuda.is_available()),
+    reason="no CUDA device (or no Triton)")
+on_gpu = pytest.mark.skipif(DEVICE != "cuda", reason="too large or needs GPUs")
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Max abs error allowed, as a fraction of the reference's largest magnitude (test_ops_triton's)
@@ -60,7 +69,7 @@ def test_triton_matches_float64_reference(family, shape, dtype):
     x, kernels, grad, k, stride = _inputs(shape, dtype)
     expected = _value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
                                 grad.double(), k, stride)
-    actual = _value_and_grads(lsa_aggregate, x.cuda(), kernels.cuda(), grad.cuda(), k, stride)
+    actual = _value_and_grads(lsa_aggregate, x.to(DEVICE), kernels.to(DEVICE), grad.to(DEVICE), k, stride)
     for a, e in zip(actual, expected, strict=True):
         assert a.dtype == dtype and a.is_contiguous()
         _assert_close_scaled(a, e, TOL[dtype])
@@ -71,18 +80,18 @@ def test_triton_reads_any_layout(family, layout):
     x, kernels, grad, k, stride = _inputs(SHAPES[0], torch.float32)
     expected = _value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
                                 grad.double(), k, stride)
-    xc, kc = x.cuda(), kernels.cuda()
+    xc, kc = x.to(DEVICE), kernels.to(DEVICE)
     if layout == "channels_last":
         xc = xc.contiguous(memory_format=torch.channels_last)
     else:  # every other column of wider tensors
         xc, kc = (torch.stack([t, torch.zeros_like(t)], dim=-1)[..., 0] for t in (xc, kc))
     assert not xc.is_contiguous()
-    for a, e in zip(_value_and_grads(lsa_aggregate, xc, kc, grad.cuda(), k, stride), expected):
+    for a, e in zip(_value_and_grads(lsa_aggregate, xc, kc, grad.to(DEVICE), k, stride), expected):
         _assert_close_scaled(a, e, TOL[torch.float32])
 
 
-def _cuda(args, grad):
-    return [t.cuda().detach().requires_grad_(grad and t.is_floating_point())
+def _on_device(args, grad):
+    return [t.to(DEVICE).detach().requires_grad_(grad and t.is_floating_point())
             if isinstance(t, torch.Tensor) else t for t in args]
 
 
@@ -90,29 +99,29 @@ def _cuda(args, grad):
 def test_opcheck_every_op(family, dtype):
     x, kernels, grad, k, stride = _inputs(SHAPES[0], dtype)
     ops = torch.ops.dcdc
-    torch.library.opcheck(ops.lsa_aggregate, _cuda([x, kernels, k, stride], True))
+    torch.library.opcheck(ops.lsa_aggregate, _on_device([x, kernels, k, stride], True))
     torch.library.opcheck(ops.lsa_aggregate_backward,
-                          _cuda([grad, x, kernels, k, stride, True, True], False))
+                          _on_device([grad, x, kernels, k, stride, True, True], False))
     gen = torch.Generator().manual_seed(1)
     hidden = torch.randn(2, 8, 5, 19, generator=gen).to(dtype)
     weight = torch.randn(2 * 49, 8, generator=gen).to(dtype)
     bias = torch.randn(2 * 49, generator=gen).to(dtype)
     torch.library.opcheck(ops.lsa_generate_aggregate,
-                          _cuda([x, hidden, weight, bias, k, stride], True))
+                          _on_device([x, hidden, weight, bias, k, stride], True))
     torch.library.opcheck(ops.lsa_generate_aggregate_backward,
-                          _cuda([grad, x, hidden, weight, bias, k, stride, True, True, True, True],
+                          _on_device([grad, x, hidden, weight, bias, k, stride, True, True, True, True],
                                 False))
     dw = torch.randn(32, 1, 3, 3, generator=gen).to(dtype)
-    torch.library.opcheck(ops.depthwise_conv, _cuda([x, dw], True))
+    torch.library.opcheck(ops.depthwise_conv, _on_device([x, dw], True))
     torch.library.opcheck(ops.depthwise_conv_backward,
-                          _cuda([torch.randn_like(x), x, dw, True, True], False))
+                          _on_device([torch.randn_like(x), x, dw, True, True], False))
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_compile_fullgraph_inductor(family, stride):
     torch.manual_seed(0)
-    op = DCDCConv2d(32, kernel_size=7, stride=stride).cuda()
-    x = torch.randn(2, 32, 19, 24, device="cuda")
+    op = DCDCConv2d(32, kernel_size=7, stride=stride).to(DEVICE)
+    x = torch.randn(2, 32, 19, 24, device=DEVICE)
 
     def step(module):
         module.zero_grad()
@@ -143,9 +152,9 @@ class _DcdcOpDtypes(TorchDispatchMode):
 
 def test_bf16_autocast_runs_the_ops_in_bf16(family):
     torch.manual_seed(0)
-    op = DCDCConv2d(64, kernel_size=7, stride=2).cuda()
-    x = torch.randn(2, 64, 24, 31, device="cuda", requires_grad=True)
-    with _DcdcOpDtypes() as mode, torch.autocast("cuda", dtype=torch.bfloat16):
+    op = DCDCConv2d(64, kernel_size=7, stride=2).to(DEVICE)
+    x = torch.randn(2, 64, 24, 31, device=DEVICE, requires_grad=True)
+    with _DcdcOpDtypes() as mode, torch.autocast(DEVICE, dtype=torch.bfloat16):
         out = op(x)
     assert out.dtype == torch.bfloat16
     assert mode.seen and all(dtypes == {torch.bfloat16} for _, dtypes in mode.seen), mode.seen
@@ -160,13 +169,14 @@ def test_bf16_autocast_runs_the_ops_in_bf16(family):
 def test_float64_is_exact(family, monkeypatch):
     """float64 runs the exact composite, not the float32-accumulating kernels."""
     x, kernels, grad, k, stride = _inputs(SHAPES[0], torch.float64)
-    actual = _value_and_grads(lsa_aggregate, x.cuda(), kernels.cuda(), grad.cuda(), k, stride)
+    actual = _value_and_grads(lsa_aggregate, x.to(DEVICE), kernels.to(DEVICE), grad.to(DEVICE), k, stride)
     monkeypatch.setenv("DCDC_BACKEND", "torch")
-    expected = _value_and_grads(lsa_aggregate, x.cuda(), kernels.cuda(), grad.cuda(), k, stride)
+    expected = _value_and_grads(lsa_aggregate, x.to(DEVICE), kernels.to(DEVICE), grad.to(DEVICE), k, stride)
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
+@on_gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_tensors_on_another_device_than_the_current_one(family):
     x, kernels, grad, k, stride = _inputs(SHAPES[0], torch.float32)
@@ -181,11 +191,12 @@ def test_tensors_on_another_device_than_the_current_one(family):
         _assert_close_scaled(a, e, TOL[torch.float32])
 
 
+@on_gpu
 def test_maps_larger_than_one_grid_axis(family, monkeypatch):
     """2900 x 2900 = 8.4 M pixels: more than 65535 blocks of 128 pixels."""
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(1, 16, 2900, 2900, device="cuda", generator=gen)
-    kernels = torch.randn(1, 1, 9, 2900, 2900, device="cuda", generator=gen)
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    x = torch.randn(1, 16, 2900, 2900, device=DEVICE, generator=gen)
+    kernels = torch.randn(1, 1, 9, 2900, 2900, device=DEVICE, generator=gen)
     grad = torch.randn_like(x)
     actual = _value_and_grads(lsa_aggregate, x, kernels, grad, 3, 1)
     monkeypatch.setenv("DCDC_BACKEND", "torch")
@@ -200,7 +211,7 @@ def test_fused_generate_aggregate_matches_reference(family):
     hidden = torch.randn(2, 8, 6, 11, generator=gen)
     weight = torch.randn(2 * 49, 8, generator=gen)
     bias = torch.randn(2 * 49, generator=gen)
-    leaves = [t.cuda().requires_grad_(True) for t in (x, hidden, weight, bias)]
+    leaves = [t.to(DEVICE).requires_grad_(True) for t in (x, hidden, weight, bias)]
     out = lsa_generate_aggregate(*leaves, 7, 2)
     out.square().sum().backward()
     ref = [t.double().requires_grad_(True) for t in (x, hidden, weight, bias)]

@@ -20,7 +20,8 @@ __all__ = ["depthwise_conv", "native_depthwise_applies"]
 def native_depthwise_applies(conv, x):
     """Whether ``conv(x)`` is a conv ``torch.ops.dcdc.depthwise_conv`` computes, on CPU float32."""
     k = conv.weight.shape[-1]
-    return (x.device.type == "cpu" and x.dim() == 4
+    # not under autocast: the conv must run in the autocast dtype there, as conv(x) does
+    return (x.device.type == "cpu" and x.dim() == 4 and not torch.is_autocast_enabled("cpu")
             and x.dtype == conv.weight.dtype == torch.float32 and x.numel() > 0
             and not tracing_convs() and conv.bias is None
             and getattr(conv, "norm", None) is None and getattr(conv, "activation", None) is None
