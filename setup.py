@@ -1,7 +1,46 @@
+import glob
 import os
+import shutil
 import warnings
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# configs/ is shipped inside the package as dcdc/model_zoo/configs (as detectron2 ships its model
+# zoo's configs in detectron2/model_zoo/configs), so that dcdc.model_zoo.get_config() finds them
+# in an installed copy; an editable install reads the repository's configs/ instead.
+CONFIGS = "configs"
+PACKAGE_CONFIGS = os.path.join("dcdc", "model_zoo", "configs")
+
+
+def config_files():
+    """The YAML and LazyConfig files of configs/, relative to it."""
+    files = glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True) + glob.glob(
+        os.path.join(CONFIGS, "**", "*.py"), recursive=True)
+    return sorted(os.path.relpath(f, CONFIGS) for f in files)
+
+
+class BuildPyWithConfigs(build_py):
+    """build_py that also copies configs/ into the built package (wheel, sdist install); an
+    editable install (editable_mode) leaves them where they are."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        dest = os.path.join(self.build_lib, PACKAGE_CONFIGS)
+        if os.path.isdir(dest):
+            shutil.rmtree(dest)  # no stale config from an earlier build
+        for name in config_files():
+            target = os.path.join(dest, name)
+            self.mkpath(os.path.dirname(target))
+            self.copy_file(os.path.join(CONFIGS, name), target)
+
+    def get_outputs(self, include_bytecode=1):
+        outputs = super().get_outputs(include_bytecode)
+        if getattr(self, "editable_mode", False):
+            return outputs
+        return outputs + [os.path.join(self.build_lib, PACKAGE_CONFIGS, f) for f in config_files()]
 
 
 def native_extension_kwargs():
@@ -47,6 +86,9 @@ def native_extension_kwargs():
             "cmdclass": {"build_ext": OptionalBuildExtension.with_options(use_ninja=False)}}
 
 
+native = native_extension_kwargs()
+native["cmdclass"] = {**native.get("cmdclass", {}), "build_py": BuildPyWithConfigs}
+
 setup(
     name="dcdc",
     version="0.1.0",
@@ -58,5 +100,5 @@ setup(
     # torch/torchvision/detectron2 are installed by `make install` (see README): detectron2 is not
     # on PyPI, and a user's own detectron2 / CUDA torch must be kept.
     install_requires=["pycocotools", "opencv-python-headless", "matplotlib", "tabulate"],
-    **native_extension_kwargs(),
+    **native,
 )

@@ -2,6 +2,9 @@
 # DCDC-ResNet-26 backbone and DCDC neck, trained from scratch for a few iterations on the 16 + 8
 # built-in shapes images (128 px) on a CPU. Not meant to reach any accuracy.
 #   python train_net.py --config-file configs/quickstart_panoptic_fpn_dcdc_shapes_instant.py
+# Input: RGB images normalized with the ImageNet mean / std (use_dcdc_backbone), as the YAML twin
+# (INPUT.FORMAT RGB): one checkpoint draws the same in both. A model from instantiate(cfg.model)
+# called directly needs RGB tensors, not detectron2's default BGR.
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec

@@ -3,6 +3,7 @@ parameter names and count), detectron2's LazyConfig tools can save and reload it
 parameter counts are the paper's (Tables V-VII, within 2%)."""
 
 import pytest
+import torch
 
 from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
@@ -49,15 +50,44 @@ def test_yaml_and_lazyconfig_build_the_same_model(name):
         lazy.lr_multiplier.warmup_length)
     assert list(cfg.DATASETS.TRAIN) == [lazy.dataloader.train.dataset.names]
     assert cfg.MODEL.WEIGHTS == lazy.train.init_checkpoint
-    assert cfg.INPUT.FORMAT == lazy.model.input_format
+    assert_same_input(cfg, lazy)
+    assert_same_model(build_model(cfg), instantiate(lazy.model))
 
-    y, z = build_model(cfg), instantiate(lazy.model)
+
+def assert_same_input(cfg, lazy):
+    """The YAML and the LazyConfig feed the model the same images: channel order (the data
+    loaders' and the model's) and normalization."""
+    assert cfg.INPUT.FORMAT == lazy.model.input_format
+    assert cfg.INPUT.FORMAT == lazy.dataloader.train.mapper.image_format
+    assert cfg.INPUT.FORMAT == lazy.dataloader.test.mapper.image_format
+    assert list(cfg.MODEL.PIXEL_MEAN) == pytest.approx(list(lazy.model.pixel_mean))
+    assert list(cfg.MODEL.PIXEL_STD) == pytest.approx(list(lazy.model.pixel_std))
+
+
+def assert_same_model(y, z):
     ys, zs = y.state_dict(), z.state_dict()
     assert sorted(ys) == sorted(zs)
     assert {k: tuple(v.shape) for k, v in ys.items()} == {k: tuple(v.shape) for k, v in zs.items()}
     assert count_parameters(y) == count_parameters(z)
     assert [n for n, p in y.named_parameters() if not p.requires_grad] == \
         [n for n, p in z.named_parameters() if not p.requires_grad]
+    # the normalization build_model / instantiate put in the (non-persistent) buffers
+    for key in ("pixel_mean", "pixel_std"):
+        assert torch.equal(getattr(y, key), getattr(z, key)), key
+
+
+def test_quickstart_yaml_and_lazyconfig_twins_build_the_same_model():
+    """configs/quickstart_panoptic_fpn_dcdc_shapes_instant.{yaml,py}: one checkpoint draws the
+    same in both, so both take RGB with the ImageNet mean / std (the DCDC input; the shapes
+    quickstart trains from scratch, and the DCDC-R26 classifiers it can start from are RGB)."""
+    cfg = yaml_cfg("quickstart_panoptic_fpn_dcdc_shapes_instant")
+    lazy = LazyConfig.load(str(CONFIGS / "quickstart_panoptic_fpn_dcdc_shapes_instant.py"))
+    assert cfg.INPUT.FORMAT == "RGB"
+    assert_same_input(cfg, lazy)
+    assert list(cfg.DATASETS.TRAIN) == [lazy.dataloader.train.dataset.names]
+    assert list(cfg.DATASETS.TEST) == [lazy.dataloader.test.dataset.names]
+    assert cfg.MODEL.WEIGHTS == lazy.train.init_checkpoint == ""
+    assert_same_model(build_model(cfg), instantiate(lazy.model))
 
 
 @pytest.mark.parametrize("row", DETECTOR_ROWS, ids=lambda r: r.config)

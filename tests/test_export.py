@@ -3,6 +3,7 @@ and ONNX (standard ops only) give the eager model's outputs, on the tracing size
 
 Small models and images; the models are randomly initialised (seeded), which exercises the same
 graphs as trained ones."""
+import io
 import os
 import subprocess
 import sys
@@ -206,13 +207,108 @@ def test_export_model_tool_round_trip_and_fresh_process(tmp_path):
         torch.testing.assert_close(g, w)
 
 
-def test_export_model_tool_bad_input(tmp_path):
+def test_export_model_tool_bad_input(tmp_path, capsys, monkeypatch):
+    """tools/export_model.py's main (dcdc.export.cli.main), in this process: one message, exit
+    status 2, nothing written (more cases in test_cli_errors.py)."""
+    import detectron2.utils.logger
+
+    from dcdc.export.cli import main
+
+    # detectron2's setup_logger would stop the "dcdc" loggers propagating for the session
+    monkeypatch.setattr(detectron2.utils.logger, "setup_logger", lambda *a, **k: None)
     config = str(REPO / "configs" / "quickstart_panoptic_fpn_dcdc_shapes_instant.yaml")
-    base = [sys.executable, str(REPO / "tools" / "export_model.py"), "--config-file", config,
-            "--output", str(tmp_path)]
+    base = ["--config-file", config, "--output", str(tmp_path)]
     for extra, message in ((["--format", "caffe2"], "not supported"),
                            (["--export-method", "scripting"], "not supported"),
-                           (["MODEL.WEIGHTS", "missing.pth"], "does not exist")):
-        proc = subprocess.run(base + extra, cwd=REPO, capture_output=True, text=True, timeout=200)
-        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+                           (["MODEL.WEIGHTS", "missing.pth"], "does not exist"),
+                           (["--atol", "-1"], "must be >= 0")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("export_model.py: error: ") and message in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+class _InstancesAdapter:
+    """What compare_outputs needs of detectron2's TracingAdapter: flat outputs (boxes, classes,
+    scores) -> [{"instances": Instances}]."""
+
+    def outputs_schema(self, flat):
+        from detectron2.structures import Boxes, Instances
+
+        boxes, classes, scores = flat
+        instances = Instances((200, 200))
+        instances.pred_boxes = Boxes(boxes)
+        instances.pred_classes, instances.scores = classes, scores
+        return [{"instances": instances}]
+
+
+def _detections():
+    boxes = torch.tensor([[10.0, 10, 50, 50], [12, 11, 52, 49], [100, 100, 150, 160],
+                          [20, 120, 60, 190], [105, 98, 148, 158]])
+    classes = torch.tensor([1, 2, 1, 0, 3])
+    scores = torch.tensor([0.9, 0.5001, 0.5, 0.3, 0.29995])
+    return boxes, classes, scores
+
+
+def test_detections_are_matched_not_compared_by_index():
+    """The same detections in another order (near-tied scores) and within float noise agree;
+    by index they would differ by ~100 px."""
+    from dcdc.export.cli import report_check
+
+    boxes, classes, scores = _detections()
+    order = torch.tensor([0, 2, 1, 4, 3])  # the near-ties swapped
+    exported = (boxes[order] + 1e-4, classes[order], scores[order] - 2e-5)
+    assert (boxes[order] - boxes).abs().max() > 50
+    diffs = compare_outputs(_InstancesAdapter(), (boxes, classes, scores), exported)
+    assert diffs.matched == 5 and not diffs.unmatched and diffs.within(1e-3)
+    assert diffs["instances.pred_boxes"] == pytest.approx(1e-4, rel=0.1)
+    assert diffs["instances.scores"] == pytest.approx(2e-5, rel=0.1)
+    assert diffs["instances.pred_classes"] == 0
+    assert report_check([((3, 200, 200), diffs)], atol=1e-3, out=io.StringIO())
+
+
+def test_detection_mismatches_still_fail(capsys):
+    from dcdc.export import match_detections
+    from dcdc.export.cli import report_check
+
+    boxes, classes, scores = _detections()
+    # a detection moved far away, another of the wrong class: unpaired on both sides
+    moved, relabelled = boxes.clone(), classes.clone()
+    moved[3] += 80
+    relabelled[0] = 4
+    fields = lambda b, c, s: {"pred_boxes": b, "pred_classes": c, "scores": s}  # noqa: E731
+    pairs, lone_e, lone_a = match_detections(fields(boxes, classes, scores),
+                                             fields(moved, relabelled, scores))
+    assert sorted(pairs) == [(1, 1), (2, 2), (4, 4)] and lone_e == [0, 3] and lone_a == [0, 3]
+    diffs = compare_outputs(_InstancesAdapter(), (boxes, classes, scores),
+                            (moved, relabelled, scores))
+    assert len(diffs.unmatched) == 4 and not diffs.within(1e-3)
+    assert not report_check([((3, 200, 200), diffs)], atol=1e-3)
+    out = capsys.readouterr().out
+    assert "eager detection 3 (class 0, score 0.3" in out and "has no exported counterpart" in out
+    assert "4 detections without a counterpart" in out
+    # paired, but a score that differs beyond atol
+    off = scores.clone()
+    off[2] += 0.01
+    diffs = compare_outputs(_InstancesAdapter(), (boxes, classes, scores), (boxes, classes, off))
+    assert not diffs.unmatched and diffs["instances.scores"] == pytest.approx(0.01, rel=1e-3)
+    assert not diffs.within(1e-3) and diffs.within(0.02)
+    # an empty side: everything of the other is unpaired
+    empty = (boxes[:0], classes[:0], scores[:0])
+    diffs = compare_outputs(_InstancesAdapter(), (boxes, classes, scores), empty)
+    assert diffs.matched == 0 and len(diffs.unmatched) == 5
+
+
+def test_tracer_warnings_are_counted_not_printed(capsys):
+    import warnings
+
+    from dcdc.export.cli import summarized_tracer_warnings
+
+    with summarized_tracer_warnings() as hidden:
+        for _ in range(3):  # the same call site: every one counted
+            warnings.warn("Converting a tensor to a Python boolean", torch.jit.TracerWarning)
+        warnings.warn("something the user should see", UserWarning)
+    assert hidden == {"TracerWarning": 3}
+    err = capsys.readouterr().err
+    assert "something the user should see" in err and "Python boolean" not in err

@@ -148,7 +148,7 @@ def test_train_few_iterations_then_resume(tmp_path):
 
 
 def test_bad_data_dir_is_explained(tmp_path):
-    with pytest.raises(SystemExit, match="ImageFolder splits"):
+    with pytest.raises(FileNotFoundError, match="ImageFolder splits"):
         tc.main(["--data-dir", str(tmp_path), "--output", str(tmp_path / "o")])
 
 

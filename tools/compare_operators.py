@@ -31,6 +31,7 @@ from dcdc.config import get_dcdc_cfg
 from dcdc.data import ensure_shapes, shapes_split_of
 from dcdc.data.shapes import datasets_root
 from dcdc.layers.dcdc_conv import OPERATORS
+from dcdc.utils.errors import UserValueError, run_main
 from dcdc.utils.operator_comparison import (
     DISPLAY_ORDER,
     Run,
@@ -101,7 +102,7 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logger(name="dcdc")
     if len(set(args.seeds)) != len(args.seeds) or len(set(args.operators)) != len(args.operators):
-        raise SystemExit("--seeds and --operators must not repeat a value.")
+        raise UserValueError("--seeds and --operators must not repeat a value.")
     start = time.time()
     cfg = get_dcdc_cfg(args.config_file, args.opts)
     base_opts = [*scaled_schedule(cfg, args.max_iter), "MODEL.DCDC.NECK", args.neck, *args.opts]
@@ -113,7 +114,7 @@ def main(argv=None):
         try:
             r.check_folder()
         except RuntimeError as e:
-            raise SystemExit(f"error: {e}") from None
+            raise UserValueError(str(e)) from None
     logger.info(f"{len(runs)} runs ({', '.join(operators)} x seeds {args.seeds}), "
                 f"{args.max_iter} iterations each, neck '{args.neck}', in {args.output_dir}; "
                 f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}.")
@@ -172,4 +173,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("compare_operators.py", main))

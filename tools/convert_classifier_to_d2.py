@@ -6,13 +6,16 @@
 
 The architecture (depth, operator variant, operator hyperparameters) is inferred from the
 checkpoint unless ``--depth`` / ``--operator`` say it. The output is written only when the
-checkpoint fills that backbone exactly; see :mod:`dcdc.modeling.classifier_to_d2`.
+checkpoint fills that backbone exactly (otherwise "Not written: ..." and exit status 1); see
+:mod:`dcdc.modeling.classifier_to_d2`. A missing or unreadable input is one message, exit
+status 2.
 """
 import argparse
 import sys
 
 from dcdc.modeling import DEPTHS
 from dcdc.modeling.classifier_to_d2 import HEAD_PREFIXES, VARIANTS, ConversionError, convert_checkpoint
+from dcdc.utils.errors import run_main
 
 
 def main(argv=None):
@@ -44,4 +47,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("convert_classifier_to_d2.py", main))

@@ -41,6 +41,7 @@ import dcdc  # noqa: F401,E402  registers the DCDC backbones and the built-in "s
 from dcdc.config import get_dcdc_cfg  # noqa: E402
 from dcdc.data import ensure_shapes, shapes_split_of  # noqa: E402
 from dcdc.data.shapes import datasets_root  # noqa: E402
+from dcdc.utils.errors import UserFileNotFoundError, UserValueError, run_main  # noqa: E402
 from dcdc.utils.visualization import (  # noqa: E402
     draw_ground_truth,
     draw_predictions,
@@ -87,7 +88,9 @@ def read_metrics(output_dir):
     """detectron2's ``metrics.json`` (one JSON dict per line) as a list of dicts."""
     path = os.path.join(output_dir, "metrics.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing: did training run (see log.txt)?")
+        raise UserFileNotFoundError(
+            f"{path} is missing: did training run (see log.txt)? --skip-train reuses a "
+            "finished run in --output-dir; without it, run_demo.py trains first.")
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -97,7 +100,7 @@ def final_evaluation(records):
     evals = [r for r in records if any("/" in k and k.split("/")[0] in
                                        ("bbox", "segm", "panoptic_seg", "sem_seg") for k in r)]
     if not evals:
-        raise ValueError("metrics.json holds no evaluation; set TEST.EVAL_PERIOD > 0.")
+        raise UserValueError("metrics.json holds no evaluation; set TEST.EVAL_PERIOD > 0.")
     return evals[-1]
 
 
@@ -199,7 +202,8 @@ def main(argv=None):
     torch.set_num_threads(max(1, args.threads))
     cfg.MODEL.WEIGHTS = os.path.join(output_dir, "model_final.pth")
     if not os.path.isfile(cfg.MODEL.WEIGHTS):
-        raise FileNotFoundError(f"{cfg.MODEL.WEIGHTS} is missing: training did not finish.")
+        raise UserFileNotFoundError(f"{cfg.MODEL.WEIGHTS} is missing: training did not finish "
+                                    "(run without --skip-train).")
     cfg.freeze()
     vis = visualize_predictions(cfg, output_dir, args.num_vis)
 
@@ -239,4 +243,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("run_demo.py", main))

@@ -19,6 +19,7 @@ Example::
 """
 import argparse
 import logging
+import os
 import sys
 
 import matplotlib
@@ -31,6 +32,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import dcdc  # noqa: F401,E402  registers the DCDC backbones and the built-in datasets
 from dcdc.config import get_dcdc_cfg  # noqa: E402
+from dcdc.utils.errors import UserFileNotFoundError, UserValueError, run_main  # noqa: E402
 from dcdc.utils.visualization import kernel_figure, save_figure  # noqa: E402
 
 logger = logging.getLogger("dcdc.visualize_kernels")
@@ -58,19 +60,25 @@ def main(argv=None):
     cfg = get_dcdc_cfg(args.config_file, args.opts, freeze=True)
     if not cfg.MODEL.WEIGHTS:
         logger.warning("MODEL.WEIGHTS is empty: drawing the kernels of an untrained model.")
+    elif "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
+        raise UserFileNotFoundError(
+            f"MODEL.WEIGHTS '{cfg.MODEL.WEIGHTS}' does not exist. Give the trained model with "
+            "--opts MODEL.WEIGHTS output/quickstart/model_final.pth (or MODEL.WEIGHTS \"\" for "
+            "an untrained model's kernels).")
     try:
         image = read_image(args.input, format="BGR")
     except Exception as e:
-        raise SystemExit(f"Cannot read image '{args.input}': {type(e).__name__}: {e}")
+        raise UserValueError(f"Cannot read image '{args.input}': {type(e).__name__}: "
+                             f"{' '.join(str(e).split())}") from None
     try:
         fig = kernel_figure(DefaultPredictor(cfg), image, cfg.INPUT.FORMAT, args.stage, args.block,
                             args.num_positions, args.group, args.seed)
     except (TypeError, ValueError) as e:
-        raise SystemExit(str(e))
+        raise UserValueError(str(e)) from None
     save_figure(fig, args.output)
     logger.info(f"Wrote {args.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("visualize_kernels.py", main))

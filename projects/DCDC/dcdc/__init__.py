@@ -2,6 +2,7 @@
 import importlib.util as _importlib_util
 
 from . import data, export, layers, modeling  # noqa: F401
+from . import model_zoo  # noqa: F401,E402  configs and LazyConfig helpers (after modeling)
 from .config import add_dcdc_config, get_dcdc_cfg  # noqa: F401
 
 # the dcdc operators in standard ONNX operators for torch.onnx.export(..., dynamo=False)

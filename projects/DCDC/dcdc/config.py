@@ -7,11 +7,13 @@ operators' kernel generators follow ``MODEL.RESNETS.NORM`` (so ``FREEZE_AT`` and
 them with the rest of the block).
 """
 import difflib
+import os
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from .layers.dcdc_conv import OPERATOR_DEFAULTS
+from .utils.errors import UserFileNotFoundError, UserKeyError, UserValueError
 
 __all__ = ["add_dcdc_config", "add_htc_config", "get_dcdc_cfg", "merge_yaml_config", "suggest_key",
            "operator_kwargs_from_cfg"]
@@ -127,13 +129,25 @@ def suggest_key(key, candidates):
 
 
 def merge_yaml_config(cfg, config_file=None, opts=()):
-    """``merge_from_file`` + ``merge_from_list``; a key typo raises a ``KeyError`` that names the
-    key, where it came from, and the closest existing keys.
+    """``merge_from_file`` + ``merge_from_list``; a user error raises a
+    :class:`~dcdc.utils.errors.UserError` that says what is wrong: a missing file
+    (``UserFileNotFoundError``), a key typo (``UserKeyError``, naming the key, where it came from
+    and the closest existing keys), overrides that are not ``KEY VALUE`` pairs or a value of the
+    wrong type (``UserValueError``).
 
     (yacs raises ``KeyError("Non-existent config key: K")`` for a file and
     ``AssertionError("Non-existent key: K")`` for the command line.)
     """
-    steps = [("the command line", cfg.merge_from_list, list(opts))]
+    opts = list(opts)
+    if config_file and not os.path.isfile(config_file):
+        raise UserFileNotFoundError(
+            f"Config file '{config_file}' does not exist (this project's are in configs/, e.g. "
+            "configs/mask_rcnn_dcdc_r50.yaml; dcdc.model_zoo.list_configs() names them).")
+    if any("=" in str(t) for t in opts[:1]):
+        raise UserValueError(
+            f"Overrides of a YAML config are KEY VALUE pairs (e.g. MODEL.WEIGHTS "
+            f"model_final.pth), got {' '.join(map(str, opts))!r}.")
+    steps = [("the command line", cfg.merge_from_list, opts)]
     if config_file:
         steps.insert(0, (f"'{config_file}' (or one of its _BASE_ files)", cfg.merge_from_file,
                          config_file))
@@ -143,11 +157,21 @@ def merge_yaml_config(cfg, config_file=None, opts=()):
         except (KeyError, AssertionError) as e:
             msg = str(e.args[0]) if e.args else ""
             if not msg.startswith(("Non-existent config key:", "Non-existent key:")):
+                if isinstance(e, AssertionError) and merge == cfg.merge_from_list:
+                    # "Override list has odd length", type mismatches
+                    raise UserValueError(
+                        f"Cannot apply the overrides {' '.join(map(str, opts))!r}: {msg}. They "
+                        "are KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth.") from None
                 raise
             bad = msg.split(":", 1)[1].strip()
-            raise KeyError(
+            raise UserKeyError(
                 f"Config key {bad} from {source} does not exist."
                 f"{suggest_key(bad, _all_keys(cfg))} DCDC keys live under MODEL.DCDC "
                 "(dcdc/config.py); detectron2's in detectron2/config/defaults.py."
             ) from None
+        except ValueError as e:  # yacs: a value of the wrong type
+            if merge != cfg.merge_from_list:
+                raise
+            raise UserValueError(f"Cannot apply the overrides {' '.join(map(str, opts))!r}: "
+                                 f"{' '.join(str(e).split())}") from None
     return cfg

@@ -57,6 +57,7 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from .config import get_dcdc_cfg
 from .engine.checkpoint import DCDCCheckpointer
 from .engine.checks import check_lazy_overrides, lazy_dataset_names
+from .utils.errors import USER_ERROR_STATUS, UserError, report_user_error  # noqa: F401
 from .utils.visualization import (
     draw_ground_truth,
     draw_predictions,
@@ -78,14 +79,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_CODECS = {".mp4": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 DEFAULT_VIDEO_EXTENSION = ".mp4"
 WINDOW_NAME = "DCDC detections"
-USER_ERROR_STATUS = 2
 
 # A trailing override's first token: a YAML key (MODEL.WEIGHTS) or a LazyConfig key=value.
 _YAML_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 _LAZY_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
 
 
-class DemoError(Exception):
+class DemoError(UserError):
     """A wrong argument or input: reported as one message (no traceback), exit status 2."""
 
 
@@ -624,9 +624,8 @@ def main(argv=None):
     logger.info("Arguments: " + str(args))
     try:
         return _main(args)
-    except DemoError as e:
-        print(f"demo.py: error: {e}", file=sys.stderr)
-        return USER_ERROR_STATUS
+    except UserError as e:  # DemoError, and the package's checks (dcdc.utils.errors)
+        return report_user_error("demo.py", e)
 
 
 def _load_models(args, specs):

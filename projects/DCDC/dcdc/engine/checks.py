@@ -11,6 +11,7 @@ from detectron2.utils.registry import locate
 
 from ..config import suggest_key
 from ..data.shapes import datasets_root
+from ..utils.errors import UserFileNotFoundError, UserKeyError, UserValueError
 from .lazy import OPTIONAL_TRAIN_KEYS
 
 __all__ = ["check_datasets", "check_weights", "check_lazy_overrides", "lazy_dataset_names"]
@@ -39,7 +40,7 @@ def check_datasets(names):
     for name in names:
         if name not in DatasetCatalog.list():
             close = difflib.get_close_matches(name, DatasetCatalog.list(), n=3)
-            raise KeyError(
+            raise UserKeyError(
                 f"Dataset '{name}' is not registered."
                 + (f" Did you mean {close}?" if close else "")
                 + " Register it with detectron2.data.datasets.register_coco_instances."
@@ -53,10 +54,10 @@ def check_datasets(names):
             if not os.path.exists(path):
                 command = meta.get("prepare_command", None)
                 if path == meta.get("sem_seg_root") and command:
-                    raise FileNotFoundError(
+                    raise UserFileNotFoundError(
                         f"Dataset '{name}' needs its semantic maps in '{path}', which does not "
                         f"exist. Make them (from COCO's panoptic annotations) with\n  {command}")
-                raise FileNotFoundError(
+                raise UserFileNotFoundError(
                     f"Dataset '{name}' needs '{path}', which does not exist.\n"
                     f"detectron2 looks for its builtin datasets under $DETECTRON2_DATASETS, "
                     f"now '{root}' (= '{os.path.abspath(root)}'). Set DETECTRON2_DATASETS to the "
@@ -67,18 +68,39 @@ def check_datasets(names):
                 )
 
 
-def check_weights(path, key):
-    """Raise if a local checkpoint path does not exist (URLs are left to detectron2)."""
+def check_weights(path, key, eval_only=False):
+    """Raise :class:`~dcdc.utils.errors.UserFileNotFoundError` if a local checkpoint path does
+    not exist (URLs are left to detectron2).
+
+    ``key`` is the config key that named it: ``MODEL.WEIGHTS`` (YAML) or
+    ``train.init_checkpoint`` (LazyConfig); the advice uses that config system's keys. For
+    ``eval_only`` the message asks for the trained model to evaluate; for training it says how
+    to make the ImageNet weights the configs start from, or how to train from scratch.
+    """
     if not path or "://" in path or os.path.isfile(path):
         return
-    raise FileNotFoundError(
-        f"{key} = '{path}' does not exist. The DCDC / RedNet configs start from ImageNet "
-        "weights converted to detectron2's format; produce them from a dcdc.modeling classifier "
-        f"checkpoint with\n  python tools/convert_classifier_to_d2.py CLASSIFIER.pth {path}\n"
-        f"or train from scratch with {key} \"\" (then use a norm that trains, e.g. "
-        "MODEL.RESNETS.NORM \"BN\" / \"GN\" / \"SyncBN\" and MODEL.BACKBONE.FREEZE_AT 0: "
-        "FrozenBN without pretrained statistics diverges)."
-    )
+    lazy = key.startswith("train.")
+
+    def override(k, v):
+        return f"{k}={v}" if lazy else f"{k} {v}"
+
+    if eval_only:
+        raise UserFileNotFoundError(
+            f"{key} '{path}' does not exist. --eval-only evaluates a trained model: give the "
+            f"checkpoint a training run wrote, e.g. {override(key, 'output/model_final.pth')} "
+            "at the end of the command.")
+    if lazy:
+        scratch = " ".join([override(key, '""'), "model.backbone.bottom_up.stages.norm=BN",
+                            "model.backbone.bottom_up.freeze_at=0"])
+    else:
+        scratch = " ".join([override(key, '""'), "MODEL.RESNETS.NORM BN",
+                            "MODEL.BACKBONE.FREEZE_AT 0"])
+    raise UserFileNotFoundError(
+        f"{key} '{path}' does not exist. The DCDC / RedNet configs start from ImageNet weights "
+        "converted to detectron2's format: make them from a dcdc.modeling classifier "
+        f"checkpoint with `python tools/convert_classifier_to_d2.py CLASSIFIER.pth {path}`, or "
+        f"train from scratch with {scratch} (BN or GN: FrozenBN without pretrained statistics "
+        "diverges).")
 
 
 def _accepts(target, name):
@@ -97,17 +119,22 @@ def check_lazy_overrides(cfg, overrides):
     argument of the object the enclosing ``LazyCall`` builds, nor one of dcdc's optional
     ``train.*`` keys (omegaconf would add it silently)."""
     for override in overrides:
+        if "=" not in override:
+            raise UserValueError(
+                f"Overrides of a LazyConfig are key=value (e.g. "
+                f"train.init_checkpoint=model_final.pth), got {' '.join(overrides)!r}.")
         key = override.split("=", 1)[0].strip()
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
         if not isinstance(parent, DictConfig):
-            raise KeyError(f"Config key '{parent_key}' of override '{override}' does not exist.")
+            raise UserKeyError(
+                f"Config key '{parent_key}' of override '{override}' does not exist.")
         if leaf in parent or (parent_key == "train" and leaf in OPTIONAL_TRAIN_KEYS):
             continue
         target = parent.get("_target_", None)
         if target is not None and _accepts(target, leaf):
             continue
-        raise KeyError(
+        raise UserKeyError(
             f"Config key '{key}' of override '{override}' does not exist."
             + suggest_key(leaf, [str(k) for k in parent.keys()]
                           + (list(OPTIONAL_TRAIN_KEYS) if parent_key == "train" else []))

@@ -10,6 +10,8 @@ from torch import nn
 from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.structures import BoxMode
 
+from ..utils.errors import UserValueError
+
 __all__ = ["SkipUnreadableImages", "UnreadableImageError", "check_state_fits",
            "drop_degenerate_annotations",
            "check_norms_for_device", "PREDICTOR_KEYS"]
@@ -119,7 +121,7 @@ def check_state_fits(model, state, source="checkpoint"):
         )
     if others:
         lines = "\n".join(f"  {k}: {c} in {source}, {m} in the model" for k, c, m in others)
-        raise ValueError(
+        raise UserValueError(
             f"{source} does not fit this model; {len(others)} tensors have other shapes:\n"
             f"{lines}\nIt was made for a different architecture: check that MODEL.RESNETS.DEPTH, "
             "MODEL.DCDC.* (operator, neck, kernel sizes) and the norms match the run that "
@@ -134,7 +136,7 @@ def check_norms_for_device(model, device):
         return
     sync = [n for n, m in model.named_modules() if isinstance(m, nn.SyncBatchNorm)]
     if sync:
-        raise ValueError(
+        raise UserValueError(
             f"SyncBN is used by {len(sync)} layers (e.g. '{sync[0]}') but the model runs on "
             f"'{device}': SyncBatchNorm needs CUDA GPUs. On CPU use \"BN\" or \"GN\" "
             "(MODEL.RESNETS.NORM, MODEL.FPN.NORM, and the ROI/semantic head norms)."

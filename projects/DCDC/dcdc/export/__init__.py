@@ -8,8 +8,8 @@
 * :mod:`.cli`: ``tools/export_model.py``.
 """
 from .detector import (  # noqa: F401
-    ExportedDetector, OnnxRuntimeModel, compare_outputs, export_onnx_detector, export_torchscript,
-    named_outputs, traceable_model,
+    ExportedDetector, OnnxRuntimeModel, OutputComparison, compare_outputs, export_onnx_detector,
+    export_torchscript, match_detections, named_outputs, traceable_model,
 )
 from .onnx_ops import (  # noqa: F401
     ONNX_MIN_OPSET, decompose, decompositions, export_onnx, register_onnx_symbolics,

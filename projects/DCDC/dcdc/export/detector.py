@@ -25,7 +25,8 @@ from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_pos
 from ..layers.backend import deployment_tracing
 
 __all__ = ["traceable_model", "export_torchscript", "export_onnx_detector", "OnnxRuntimeModel",
-           "ExportedDetector", "named_outputs", "compare_outputs", "SUPPORTED_META_ARCHS"]
+           "ExportedDetector", "named_outputs", "match_detections", "compare_outputs",
+           "OutputComparison", "SUPPORTED_META_ARCHS"]
 
 SUPPORTED_META_ARCHS = (GeneralizedRCNN, RetinaNet)  # PanopticFPN, HTC are GeneralizedRCNNs
 
@@ -182,16 +183,122 @@ def named_outputs(adapter, flat):
     return named
 
 
-def compare_outputs(adapter, expected, actual):
-    """``{name: largest |expected - actual|}`` over the named outputs; raises ``AssertionError``
-    when a shape differs (e.g. another number of detections)."""
+def _box_iou(a, b):
+    """IoU of every XYXY box of ``a`` (N, 4) with every one of ``b`` (M, 4): (N, M)."""
+    a, b = a.double(), b.double()
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def match_detections(expected, actual, iou_threshold=0.5):
+    """Pair the detections of two outputs of one image by class, box overlap and score, not by
+    index: near-tied scores may list the same detections in another order.
+
+    ``expected`` / ``actual``: ``{"pred_boxes": (N, 4) XYXY, "scores": (N,),
+    "pred_classes": (N,)}`` tensors (``pred_classes`` optional). Greedily, from the highest
+    expected score down, each expected detection takes the unpaired actual detection of its
+    class with box IoU >= ``iou_threshold`` that minimises ``(1 - IoU) + |score difference|``.
+    Returns ``(pairs, unmatched_expected, unmatched_actual)``: a list of ``(i, j)`` index pairs
+    and the indices left without a partner on each side.
+    """
+    boxes_e, boxes_a = expected["pred_boxes"], actual["pred_boxes"]
+    scores_e = expected["scores"].double()
+    scores_a = actual["scores"].double()
+    n, m = len(scores_e), len(scores_a)
+    if n == 0 or m == 0:
+        return [], list(range(n)), list(range(m))
+    iou = _box_iou(boxes_e, boxes_a)
+    cost = (1 - iou) + (scores_e[:, None] - scores_a[None, :]).abs()
+    allowed = iou >= iou_threshold
+    if "pred_classes" in expected and "pred_classes" in actual:
+        allowed &= expected["pred_classes"][:, None] == actual["pred_classes"][None, :]
+    cost = torch.where(allowed, cost, torch.full_like(cost, float("inf")))
+    pairs, taken = [], torch.zeros(m, dtype=torch.bool)
+    for i in torch.argsort(scores_e, descending=True, stable=True).tolist():
+        row = cost[i].masked_fill(taken, float("inf"))
+        j = int(torch.argmin(row))
+        if torch.isfinite(row[j]):
+            pairs.append((i, j))
+            taken[j] = True
+    paired = {i for i, _ in pairs}
+    return (sorted(pairs), [i for i in range(n) if i not in paired],
+            [j for j in range(m) if not taken[j]])
+
+
+class OutputComparison(dict):
+    """``{output name: largest |expected - actual|}`` (detections compared pairwise after
+    :func:`match_detections`), with the detections left unpaired in ``unmatched``: a list of
+    ``(side, index, class, score, box)``, side "expected" or "actual"; ``matched`` is the number
+    of pairs, ``num_expected`` / ``num_actual`` the detections on each side; ``excess``:
+    ``{output name: largest |expected - actual| - rtol * |expected|}`` for the ``rtol`` given to
+    :func:`compare_outputs` (compare it with an absolute tolerance)."""
+
+    def __init__(self, diffs=(), unmatched=(), matched=0, num_expected=0, num_actual=0,
+                 excess=None):
+        super().__init__(diffs)
+        self.unmatched = list(unmatched)
+        self.matched, self.num_expected, self.num_actual = matched, num_expected, num_actual
+        self.excess = dict(diffs) if excess is None else dict(excess)
+
+    def within(self, atol):
+        """Every output within ``atol + rtol * |expected|`` and every detection paired."""
+        return not self.unmatched and all(v <= atol for v in self.excess.values())
+
+
+def _instance_fields(named):
+    return {k.split(".", 1)[1]: v for k, v in named.items() if k.startswith("instances.")}
+
+
+def _describe(fields, side, i):
+    cls = int(fields["pred_classes"][i]) if "pred_classes" in fields else None
+    box = [round(float(v), 1) for v in fields["pred_boxes"][i]]
+    return (side, i, cls, float(fields["scores"][i]), box)
+
+
+def compare_outputs(adapter, expected, actual, iou_threshold=0.5, rtol=0.0):
+    """The largest ``|expected - actual|`` of each named output, as an :class:`OutputComparison`.
+
+    Detections (``instances.*``) are paired by :func:`match_detections` (class, box IoU >=
+    ``iou_threshold``, score) and compared pair by pair, so that the same detections in another
+    order (near-tied scores) agree; those without a partner are listed in ``.unmatched``. Other
+    outputs (e.g. ``sem_seg``) are compared element-wise; a shape that differs raises
+    ``AssertionError``. ``.excess`` holds the largest ``|difference| - rtol * |expected|``.
+    """
     expected, actual = named_outputs(adapter, expected), named_outputs(adapter, actual)
-    diffs = {}
+    fields_e, fields_a = _instance_fields(expected), _instance_fields(actual)
+    diffs, excess, unmatched, pairs = {}, {}, [], []
+
+    def record(name, want, got):
+        diff = (got.double() - want.double()).abs()
+        diffs[name] = float(diff.max()) if diff.numel() else 0.0
+        excess[name] = (float((diff - rtol * want.double().abs()).max()) if diff.numel()
+                        else 0.0)
+
+    if "pred_boxes" in fields_e and "scores" in fields_e:
+        pairs, lone_e, lone_a = match_detections(fields_e, fields_a, iou_threshold)
+        unmatched = ([_describe(fields_e, "expected", i) for i in lone_e]
+                     + [_describe(fields_a, "actual", j) for j in lone_a])
+        index_e = torch.tensor([i for i, _ in pairs], dtype=torch.long)
+        index_a = torch.tensor([j for _, j in pairs], dtype=torch.long)
+        for field, want in fields_e.items():
+            got = fields_a[field]
+            if tuple(got.shape[1:]) != tuple(want.shape[1:]):
+                raise AssertionError(
+                    f"instances.{field}: the exported model gives detections of shape "
+                    f"{tuple(got.shape[1:])}, the eager model {tuple(want.shape[1:])}")
+            record(f"instances.{field}", want[index_e], got[index_a])
     for name, want in expected.items():
+        if name.startswith("instances.") and "pred_boxes" in fields_e and "scores" in fields_e:
+            continue
         got = actual[name]
         if tuple(got.shape) != tuple(want.shape):
             raise AssertionError(f"{name}: the exported model gives shape {tuple(got.shape)}, the "
                                  f"eager model {tuple(want.shape)}")
-        diff = (got.double() - want.double()).abs()
-        diffs[name] = float(diff.max()) if diff.numel() else 0.0
-    return diffs
+        record(name, want, got)
+    return OutputComparison(diffs, unmatched, len(pairs), len(fields_e.get("scores", ())),
+                            len(fields_a.get("scores", ())), excess)

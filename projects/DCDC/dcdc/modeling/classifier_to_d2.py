@@ -22,6 +22,7 @@ import torch
 
 from ..layers import build_operator
 from ..layers.dcdc_conv import gsi_channels
+from ..utils.errors import UserFileNotFoundError, UserValueError
 from .resnet import DEPTHS, build_classifier
 
 __all__ = ["VARIANTS", "ConversionError", "load_state_dict", "infer_architecture", "convert",
@@ -45,20 +46,29 @@ PROBE = "res2.0.conv2."
 PROBE_CHANNELS = 64
 
 
-class ConversionError(ValueError):
-    """The checkpoint cannot become the requested detectron2 backbone; nothing was written."""
+class ConversionError(UserValueError):
+    """The checkpoint cannot become the requested detectron2 backbone; nothing was written.
+    (A :class:`~dcdc.utils.errors.UserError`, hence a ``ValueError``.)"""
 
 
 def load_state_dict(path, unsafe=False):
     """The tensor state dict in ``path``, unwrapped from ``{"state_dict": ...}`` / ``{"model": ...}``
     and stripped of ``module.`` / ``model.`` / ``backbone.`` prefixes."""
+    if not os.path.isfile(path):
+        raise UserFileNotFoundError(f"{path} does not exist (the classifier checkpoint to "
+                                    "convert, e.g. output/classifier/.../model_final.pth).")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not unsafe)
     except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConversionError(
-            f"{path} holds Python objects besides tensors ({e}); if you trust the file, rerun "
-            "with --unsafe-load."
+            f"{path} cannot be read with torch.load(weights_only=True) ({first}): it holds "
+            "Python objects besides tensors, or is not a PyTorch checkpoint. If you trust the "
+            "file, rerun with --unsafe-load."
         ) from None
+    except (EOFError, RuntimeError, OSError) as e:  # truncated, not a zip / pickle
+        raise ConversionError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]}).") from None
     for key in WRAPPERS:
         if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
             ckpt = ckpt[key]

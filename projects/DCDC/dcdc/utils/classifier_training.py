@@ -34,6 +34,7 @@ import argparse
 import json
 import logging
 import os
+import pickle
 import sys
 import time
 from contextlib import nullcontext
@@ -63,6 +64,8 @@ from timm.utils import (
     unwrap_model,
     update_summary,
 )
+
+from .errors import UserFileNotFoundError, UserValueError
 
 from ..data.classification import ensure_shapes_imagefolder
 
@@ -179,7 +182,19 @@ def resolve_args(args):
         last = os.path.join(args.output, "last.pth.tar")
         args.resume = last if os.path.isfile(last) else ""
     if args.eval_only and not args.resume:
-        raise SystemExit("--eval-only needs a checkpoint: pass --resume PATH.")
+        raise UserValueError("--eval-only needs a checkpoint: pass --resume PATH.")
+    if args.resume and not os.path.isfile(args.resume):
+        raise UserFileNotFoundError(f"--resume {args.resume!r} does not exist (give a checkpoint "
+                                    "that tools/train_classifier.py wrote, or --resume auto).")
+    import dcdc.modeling.timm_models  # noqa: F401  (registers the DCDC models with timm)
+
+    if not timm.is_model(args.model):
+        import difflib
+
+        close = difflib.get_close_matches(args.model, timm.list_models(), n=3)
+        raise UserValueError(f"--model {args.model!r} is not a timm model (ours: dcdc_resnet26/38/"
+                             "50/101, lsa_resnet*, rednet*)"
+                             + (f"; did you mean {', '.join(close)}?" if close else "."))
     return args
 
 
@@ -284,8 +299,8 @@ def main(argv=None):
     device = init_distributed_device(args)  # torchrun: sets rank/world_size, NCCL or gloo
     setup_logging(args)
     if args.batch_size % args.world_size:
-        raise SystemExit(f"--batch-size {args.batch_size} is not divisible by the "
-                         f"{args.world_size} processes.")
+        raise UserValueError(f"--batch-size {args.batch_size} is not divisible by the "
+                             f"{args.world_size} processes.")
     random_seed(args.seed, args.rank)
     import dcdc.modeling.timm_models  # noqa: F401  (registers the DCDC models with timm)
 
@@ -299,15 +314,15 @@ def main(argv=None):
     for split in (args.train_split, args.val_split):
         root = os.path.join(args.data_dir, split)
         if not os.path.isdir(root):
-            raise SystemExit(f"{root} not found: --data-dir must hold ImageFolder splits "
-                             f"'{args.train_split}/' and '{args.val_split}/' (class folders "
-                             "inside).")
+            raise UserFileNotFoundError(
+                f"{root} not found: --data-dir must hold ImageFolder splits "
+                f"'{args.train_split}/' and '{args.val_split}/' (class folders inside).")
         splits[split] = create_dataset("", root=root)
     train_set, val_set = splits[args.train_split], splits[args.val_split]
     classes = train_set.reader.class_to_idx
     if val_set.reader.class_to_idx != classes:
-        raise SystemExit(f"train and val class folders differ: {sorted(classes)} vs "
-                         f"{sorted(val_set.reader.class_to_idx)}")
+        raise UserValueError(f"train and val class folders differ: {sorted(classes)} vs "
+                             f"{sorted(val_set.reader.class_to_idx)}")
     args.num_classes = len(classes)
 
     model = timm.create_model(args.model, num_classes=args.num_classes, drop_rate=args.drop)
@@ -323,8 +338,13 @@ def main(argv=None):
 
     start_epoch = 0
     if args.resume:
-        start_epoch = resume_checkpoint(model, args.resume, optimizer=optimizer,
-                                        loss_scaler=loss_scaler, log_info=args.rank == 0) or 0
+        try:
+            start_epoch = resume_checkpoint(model, args.resume, optimizer=optimizer,
+                                            loss_scaler=loss_scaler, log_info=args.rank == 0) or 0
+        except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as e:
+            raise UserValueError(
+                f"--resume {args.resume!r} cannot be loaded into {args.model} "
+                f"({type(e).__name__}: {' '.join(str(e).split())[:300]}).") from None
     model_ema = None
     if args.model_ema:
         model_ema = ModelEmaV3(model, decay=args.model_ema_decay)

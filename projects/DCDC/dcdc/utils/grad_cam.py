@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import UserFileNotFoundError, UserValueError
+
 logger = logging.getLogger("dcdc.grad_cam")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -54,8 +56,15 @@ def _classifier_weight(state_dict):
     """The final linear layer's weight: the last 2-D tensor whose name ends in 'weight'."""
     candidates = [k for k, v in state_dict.items() if k.endswith("weight") and v.dim() == 2]
     if not candidates:
-        raise ValueError("no linear classifier weight found in the checkpoint")
+        raise UserValueError("no linear classifier weight found in the checkpoint")
     return state_dict[candidates[-1]]
+
+
+def _close(name, names):
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=3)
+    return f"; did you mean {', '.join(close)}?" if close else "."
 
 
 def _last_block(model, feature_module):
@@ -75,13 +84,18 @@ def load_model(spec, num_classes=None, target_layer=None, img_size=None):
     state_dict, ckpt_args, classes = None, {}, None
     if checkpoint:
         if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(f"checkpoint {checkpoint} of --model {spec} not found")
-        raw = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if isinstance(raw, dict) and "args" in raw:  # timm checkpoints: the training arguments
-            ckpt_args = vars(raw["args"])
-        elif isinstance(raw, dict):  # model_final.pth of tools/train_classifier.py
-            ckpt_args = raw.get("data_config", {})
-        state_dict = load_state_dict(checkpoint, use_ema=True)
+            raise UserFileNotFoundError(f"checkpoint {checkpoint} of --model {spec} not found")
+        try:
+            raw = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            if isinstance(raw, dict) and "args" in raw:  # timm checkpoints: training arguments
+                ckpt_args = vars(raw["args"])
+            elif isinstance(raw, dict):  # model_final.pth of tools/train_classifier.py
+                ckpt_args = raw.get("data_config", {})
+            state_dict = load_state_dict(checkpoint, use_ema=True)
+        except Exception as e:  # not a torch checkpoint: UnpicklingError, EOFError, ...
+            raise UserValueError(
+                f"checkpoint {checkpoint} of --model {spec} cannot be read as a PyTorch "
+                f"checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]}).") from None
         num_classes = num_classes or _classifier_weight(state_dict).shape[0]
         classes_file = os.path.join(os.path.dirname(checkpoint), "classes.json")
         if os.path.isfile(classes_file):
@@ -93,22 +107,41 @@ def load_model(spec, num_classes=None, target_layer=None, img_size=None):
     if name.startswith("tv:"):
         import torchvision
 
+        if name[3:] not in torchvision.models.list_models():
+            raise UserValueError(
+                f"--model {spec}: torchvision has no model {name[3:]!r}"
+                + _close(name[3:], torchvision.models.list_models()))
         module = torchvision.models.get_model(name[3:], weights=None, num_classes=num_classes)
         cfg = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bilinear",
                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
         default_layer = "layer4"
     else:
+        if not timm.is_model(name):
+            raise UserValueError(
+                f"--model {spec}: {name!r} is not a timm model (ours: dcdc_resnet26/38/50/101, "
+                "lsa_resnet*, rednet*; torchvision ones as tv:NAME)"
+                + _close(name, timm.list_models()))
         module = timm.create_model(name, num_classes=num_classes)
         cfg = resolve_data_config({}, model=module)
         default_layer = module.feature_info[-1]["module"]
     if state_dict is not None:
-        module.load_state_dict(state_dict)
+        try:
+            module.load_state_dict(state_dict)
+        except RuntimeError as e:  # missing / unexpected keys, other shapes
+            first = str(e).strip().splitlines()
+            raise UserValueError(
+                f"checkpoint {checkpoint} does not fit --model {name}: "
+                f"{first[0] if first else e} Give the model name it was trained as.") from None
     else:
         warnings.warn(f"--model {name} has no checkpoint: random weights, its map is meaningless.")
     size = img_size or ckpt_args.get("img_size") or cfg["input_size"][-1]
     crop_pct = ckpt_args.get("crop_pct") or cfg["crop_pct"]
-    layer = (module.get_submodule(target_layer) if target_layer
-             else _last_block(module, default_layer))
+    try:
+        layer = (module.get_submodule(target_layer) if target_layer
+                 else _last_block(module, default_layer))
+    except AttributeError:
+        raise UserValueError(f"--target-layer {target_layer!r} is not a module of {name}.") \
+            from None
     if classes is None or len(classes) != num_classes:
         classes = [str(i) for i in range(num_classes)]
     return LoadedModel(name, module.eval(), (3, size, size), crop_pct, cfg["interpolation"],
@@ -123,14 +156,14 @@ def list_images(paths, per_class=1):
             images.append(path)
             continue
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"--images: {path} is neither an image nor a folder")
+            raise UserFileNotFoundError(f"--images: {path} is neither an image nor a folder")
         subdirs = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
         folders = [os.path.join(path, d) for d in subdirs] or [path]
         for folder in folders:
             files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
             images += [os.path.join(folder, f) for f in files[:per_class if subdirs else None]]
     if not images:
-        raise ValueError(f"no images found in {paths}")
+        raise UserValueError(f"no images found in {paths}")
     return images
 
 
@@ -212,11 +245,14 @@ def get_parser():
 
 
 def main(argv=None):
+    """Draw the maps of ``argv``; returns the PNG's path. A wrong argument (a missing or
+    unreadable checkpoint, an unknown model name, no images) raises
+    :class:`~dcdc.utils.errors.UserError`, which ``tools/grad_cam.py`` reports as one message."""
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    image_paths = list_images(args.images, args.per_class)  # cheap: checked first
     models = [load_model(spec, args.num_classes, args.target_layer, args.img_size)
               for spec in args.model]
-    image_paths = list_images(args.images, args.per_class)
     results = [compute_cams(m, image_paths) for m in models]
     out = draw(models, image_paths, results, args.output)
     logger.info(f"wrote {out} ({len(image_paths)} images x {len(models)} models)")

@@ -32,6 +32,7 @@ from detectron2.modeling import build_model
 from ..config import get_dcdc_cfg
 from ..layers.dcdc_conv import OPERATORS
 from ..modeling.analysis import AGGREGATION_OPS, add_aggregation_handles, count_parameters
+from .errors import UserValueError
 
 __all__ = ["DISPLAY_ORDER", "OPERATOR_NAMES", "METRICS", "scaled_schedule", "Run", "read_metrics",
            "final_evaluation", "measure_model", "summarize", "format_markdown", "plot_comparison"]
@@ -53,7 +54,7 @@ def scaled_schedule(cfg, max_iter):
     and warm-up at the same fractions of training, one evaluation after the last iteration, a
     checkpoint every quarter (what an interrupted run resumes from)."""
     if max_iter < 4:
-        raise ValueError(f"max_iter must be at least 4, got {max_iter}.")
+        raise UserValueError(f"--max-iter must be at least 4, got {max_iter}.")
     base = cfg.SOLVER.MAX_ITER
     steps = tuple(sorted({max(1, round(s * max_iter / base)) for s in cfg.SOLVER.STEPS
                           if s < base} - {max_iter}))
