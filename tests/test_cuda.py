@@ -214,7 +214,7 @@ def test_fused_generate_aggregate_matches_reference(family):
     leaves = [t.to(DEVICE).requires_grad_(True) for t in (x, hidden, weight, bias)]
     out = lsa_generate_aggregate(*leaves, 7, 2)
     out.square().sum().backward()
-    ref = [t.double().requires_grad_(True) for t in (x, hidden, weight, bias)]
+    ref = [t.detach().double().requires_grad_(True) for t in (x, hidden, weight, bias)]
     kernels = torch.einsum("or,brhw->bohw", ref[2], ref[1]) + ref[3].view(1, -1, 1, 1)
     expected = lsa_aggregate_unfold(ref[0], kernels.view(2, 2, 49, 6, 11), 7, 2)
     expected.square().sum().backward()
