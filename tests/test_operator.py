@@ -1,4 +1,6 @@
 """The DCDC operator modules: shapes, gradients, variants, dtypes and errors."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -124,6 +126,24 @@ def test_bfloat16_autocast_cpu():
     assert torch.isfinite(low).all()
     ref = op(x)
     assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_bfloat16_autocast_cpu_inference(stride, mode):
+    """Eval under CPU bf16 autocast without autograd: the eager-inference paths step aside (the
+    in-place GSI sum crashed on mixed dtypes), the result is bf16 and equals the float64 module
+    within bf16's precision."""
+    torch.manual_seed(0)
+    op = DCDCConv2d(64, stride=stride).eval()
+    x = torch.randn(2, 64, 20, 24)
+    context = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    with context, torch.autocast("cpu", dtype=torch.bfloat16):
+        low = op(x)
+    with torch.no_grad():
+        ref = copy.deepcopy(op).double()(x.double())
+    assert low.dtype == torch.bfloat16
+    assert (low.double() - ref).abs().max() < 0.05 * ref.abs().max()
 
 
 def test_extra_repr_shows_hyperparameters():

@@ -109,14 +109,14 @@ def _plain_1x1(conv):
 def _native_inference(conv, x, depthwise):
     """``_conv1x1``'s result from the native inference kernel, or None where that does not apply.
 
-    It applies in eager inference (no JIT trace, no compile, nothing that needs a gradient) on
-    contiguous CPU float32 maps with the native backend, for a 1x1 conv whose norm folds into it
-    (running statistics) and whose activation, if any, is a ReLU: one pass that reads ``x`` (and
-    makes its depth-wise conv row by row in cache) and writes the output.
+    It applies in eager inference (no JIT trace, no compile, no autocast, nothing that needs a
+    gradient) on contiguous CPU float32 maps with the native backend, for a 1x1 conv whose norm
+    folds into it (running statistics) and whose activation, if any, is a ReLU: one pass that
+    reads ``x`` (and makes its depth-wise conv row by row in cache) and writes the output.
     """
     if (x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous()
             or x.numel() == 0 or conv.weight.dtype != torch.float32
-            or _in_graph()
+            or _eager_inference_blocked(x)
             or _needs_grad(x, *conv.parameters(),
                            *(depthwise.parameters() if depthwise is not None else ()))
             or (depthwise is not None and not native_depthwise_applies(depthwise, x))
@@ -235,7 +235,7 @@ def _gemm1x1(weight, x, bias=None, addend=None):
     if add is None:
         y = torch.bmm(weight, flat)
     elif (addend is not None and not _needs_grad(add, weight, flat)
-          and not _in_graph()):
+          and not _eager_inference_blocked(x)):  # autocast: baddbmm_ would not cast its inputs
         y = add.baddbmm_(weight, flat)
     else:
         y = torch.baddbmm(add, weight, flat)
