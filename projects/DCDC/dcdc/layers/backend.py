@@ -55,7 +55,7 @@ __all__ = ["BACKENDS", "TRITON_KERNELS", "native_available", "triton_available",
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "native", "triton", "torch")
+BACKENDS = ("auto", "native", "triton", "torch")  # the first of each tuple is the default
 ENV_VAR = "DCDC_BACKEND"
 TRITON_KERNELS = ("simple", "tiled")  # the Triton kernel families (.triton_kernels.FAMILIES)
 FAMILY_VAR = "DCDC_TRITON_KERNELS"
@@ -82,15 +82,21 @@ def _interpreting():
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def requested_backend():
-    """The value of ``DCDC_BACKEND`` (``auto`` when unset), checked against :data:`BACKENDS`."""
-    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if value not in BACKENDS:
+def _env_choice(var, choices, what):
+    """The value of the environment variable ``var`` (``choices[0]`` when unset or empty),
+    checked against ``choices``; ``what`` names a valid value in the error."""
+    value = os.environ.get(var, "").strip().lower() or choices[0]
+    if value not in choices:
         raise RuntimeError(
-            f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a DCDC backend; choose one of "
-            f"{', '.join(BACKENDS)} (or unset it for auto)."
+            f"{var}={os.environ[var]!r} is not {what}; choose one of {', '.join(choices)} (or "
+            f"unset it for {choices[0]})."
         )
     return value
+
+
+def requested_backend():
+    """The value of ``DCDC_BACKEND`` (``auto`` when unset), checked against :data:`BACKENDS`."""
+    return _env_choice(ENV_VAR, BACKENDS, "a DCDC backend")
 
 
 def resolve_backend(device):
@@ -125,13 +131,7 @@ def resolve_backend(device):
 
 def triton_family():
     """The Triton kernel family ``DCDC_TRITON_KERNELS`` names (``simple`` when unset)."""
-    value = os.environ.get(FAMILY_VAR, "simple").strip().lower() or "simple"
-    if value not in TRITON_KERNELS:
-        raise RuntimeError(
-            f"{FAMILY_VAR}={os.environ[FAMILY_VAR]!r} is not a family of DCDC Triton kernels; "
-            f"choose one of {', '.join(TRITON_KERNELS)} (or unset it for simple)."
-        )
-    return value
+    return _env_choice(FAMILY_VAR, TRITON_KERNELS, "a family of DCDC Triton kernels")
 
 
 _deployment_traces = 0
