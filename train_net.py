@@ -30,7 +30,6 @@ import os
 import sys
 
 import detectron2.utils.comm as comm
-from detectron2.config import LazyConfig
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 
@@ -40,13 +39,13 @@ from dcdc.engine import (
     DCDCCheckpointer,
     Trainer,
     check_datasets,
-    check_lazy_overrides,
     check_weights,
     do_eval_only,
     do_train,
     lazy_dataset_names,
+    load_lazy_config,
 )
-from dcdc.utils.errors import UserError, UserFileNotFoundError, UserValueError, report_user_error
+from dcdc.utils.errors import UserError, UserValueError, report_user_error
 
 
 def setup(args):
@@ -70,13 +69,7 @@ def checked_yaml_config(args):
 def checked_lazy_config(args):
     """The LazyConfig of ``args``, overrides applied, after the pre-flight checks (override
     keys, datasets, weights)."""
-    if not os.path.isfile(args.config_file):
-        raise UserFileNotFoundError(
-            f"Config file '{args.config_file}' does not exist (this project's are in configs/, "
-            "e.g. configs/mask_rcnn_dcdc_r50.py).")
-    cfg = LazyConfig.load(args.config_file)
-    check_lazy_overrides(cfg, args.opts)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    cfg = load_lazy_config(args.config_file, args.opts)
     check_datasets(
         ([] if args.eval_only else lazy_dataset_names(cfg, "dataloader.train.dataset.names"))
         + lazy_dataset_names(cfg, "dataloader.test.dataset.names")

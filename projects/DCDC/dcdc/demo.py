@@ -37,7 +37,6 @@ import pickle
 import re
 import sys
 import time
-import warnings
 
 import cv2
 import torch
@@ -46,7 +45,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import detectron2.data.transforms as T
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine.defaults import DefaultPredictor
@@ -56,8 +55,8 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 
 from .config import get_dcdc_cfg
 from .engine.checkpoint import DCDCCheckpointer
-from .engine.checks import check_lazy_overrides, lazy_dataset_names
-from .utils.errors import USER_ERROR_STATUS, UserError, report_user_error  # noqa: F401
+from .engine.checks import lazy_dataset_names, load_lazy_config
+from .utils.errors import UserError, report_user_error
 from .utils.visualization import (
     draw_ground_truth,
     draw_predictions,
@@ -183,16 +182,7 @@ def _cpu_if_no_cuda(device, key):
 
 
 def _yaml_model(name, config_file, weights, opts, threshold):
-    if any("=" in t for t in opts[:1]):
-        raise DemoError(f"Overrides of a YAML config are KEY VALUE pairs (e.g. MODEL.WEIGHTS "
-                        f"model_final.pth), got {' '.join(opts)!r}.")
-    try:
-        cfg = get_dcdc_cfg(config_file, opts)
-    except KeyError as e:
-        raise DemoError(str(e.args[0]) if e.args else str(e)) from None
-    except AssertionError as e:  # yacs: "Override list has odd length", type mismatches
-        raise DemoError(f"Cannot apply the overrides {' '.join(opts)!r} to {config_file}: {e}. "
-                        "They are KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth.") from None
+    cfg = get_dcdc_cfg(config_file, opts)  # a bad override or key is a UserError there
     if weights is not None:
         cfg.MODEL.WEIGHTS = weights
     _check_weights(cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS", config_file, "MODEL.WEIGHTS %s")
@@ -290,18 +280,7 @@ def _set_lazy_score_threshold(node, threshold):
 
 
 def _lazy_model(name, config_file, weights, opts, threshold):
-    bad = [t for t in opts if "=" not in t]
-    if bad:
-        raise DemoError(f"Overrides of a LazyConfig are key=value (e.g. "
-                        f"train.init_checkpoint=model_final.pth), got {' '.join(opts)!r}.")
-    try:
-        with warnings.catch_warnings():  # detectron2's LazyConfig imports pkg_resources
-            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-            cfg = LazyConfig.load(config_file)
-        check_lazy_overrides(cfg, opts)
-        cfg = LazyConfig.apply_overrides(cfg, opts)
-    except KeyError as e:
-        raise DemoError(str(e.args[0]) if e.args else str(e)) from None
+    cfg = load_lazy_config(config_file, opts)  # a bad override or key is a UserError there
     if weights is not None:
         cfg.train.init_checkpoint = weights
     _check_weights(cfg.train.init_checkpoint, "train.init_checkpoint", config_file,

@@ -2,7 +2,13 @@
 resumable data order (one process or several), DDP on CPU, pre-flight checks and clear errors for
 bad input, for the YAML trainer (:class:`Trainer`) and the LazyConfig loop (:mod:`.lazy`)."""
 from .checkpoint import AtomicPathManager, DCDCCheckpointer, RNGState, periodic_checkpointer
-from .checks import check_datasets, check_lazy_overrides, check_weights, lazy_dataset_names
+from .checks import (
+    check_datasets,
+    check_lazy_overrides,
+    check_weights,
+    lazy_dataset_names,
+    load_lazy_config,
+)
 from .defaults import Trainer, build_evaluator, build_resumable_train_loader, stopped_on_nan_message
 from .distributed import create_ddp_model
 from .guards import (

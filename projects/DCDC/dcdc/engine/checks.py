@@ -3,9 +3,11 @@ once, saying what was wrong and how to fix it, instead of an hour into a run."""
 import difflib
 import inspect
 import os
+import warnings
 
 from omegaconf import DictConfig, OmegaConf
 
+from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.registry import locate
 
@@ -14,7 +16,8 @@ from ..data.shapes import datasets_root
 from ..utils.errors import UserFileNotFoundError, UserKeyError, UserValueError
 from .lazy import OPTIONAL_TRAIN_KEYS
 
-__all__ = ["check_datasets", "check_weights", "check_lazy_overrides", "lazy_dataset_names"]
+__all__ = ["check_datasets", "check_weights", "check_lazy_overrides", "load_lazy_config",
+           "lazy_dataset_names"]
 
 # Files of detectron2's builtin COCO datasets, relative to $DETECTRON2_DATASETS (see
 # detectron2/data/datasets/builtin.py and datasets/README.md in the detectron2 repository).
@@ -139,6 +142,20 @@ def check_lazy_overrides(cfg, overrides):
             + suggest_key(leaf, [str(k) for k in parent.keys()]
                           + (list(OPTIONAL_TRAIN_KEYS) if parent_key == "train" else []))
         )
+
+
+def load_lazy_config(config_file, overrides=()):
+    """The LazyConfig ``config_file`` with the ``key=value`` ``overrides`` applied, after
+    checking that the file and every overridden key exist (:func:`check_lazy_overrides`)."""
+    if not os.path.isfile(config_file):
+        raise UserFileNotFoundError(
+            f"Config file '{config_file}' does not exist (this project's are in configs/, "
+            "e.g. configs/mask_rcnn_dcdc_r50.py).")
+    with warnings.catch_warnings():  # detectron2's LazyConfig imports pkg_resources
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        cfg = LazyConfig.load(config_file)
+    check_lazy_overrides(cfg, overrides)
+    return LazyConfig.apply_overrides(cfg, list(overrides))
 
 
 def lazy_dataset_names(cfg, key):
