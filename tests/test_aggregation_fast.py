@@ -12,6 +12,7 @@ import torch
 
 from dcdc.layers import aggregation
 from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
+from helpers import AGGREGATION_TOL, aggregation_inputs, assert_close_scaled, value_and_grads
 
 NATIVE = aggregation.native_available()
 needs_native = pytest.mark.skipif(not NATIVE, reason="dcdc._C not built (no compiler at install)")
@@ -28,34 +29,6 @@ SHAPES = [
     (2, 8, 6, 5, 2, 3, 1),
     (1, 12, 7, 9, 3, 5, 2),
 ]
-# Max abs error allowed, as a fraction of the reference's largest magnitude.
-TOL = {torch.float32: 1e-5, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}
-
-
-def _inputs(shape, dtype, seed=0):
-    batch, channels, height, width, groups, k, stride = shape
-    gen = torch.Generator().manual_seed(seed + sum(shape))
-    x = torch.randn(batch, channels, height, width, generator=gen)
-    kernels = torch.randn(batch, groups, k * k, -(-height // stride), -(-width // stride),
-                          generator=gen)
-    grad = torch.randn(batch, channels, -(-height // stride), -(-width // stride), generator=gen)
-    return x.to(dtype), kernels.to(dtype), grad.to(dtype), k, stride
-
-
-def _value_and_grads(fn, x, kernels, grad, k, stride):
-    x = x.detach().requires_grad_(True)
-    kernels = kernels.detach().requires_grad_(True)
-    out = fn(x, kernels, k, stride)
-    out.backward(grad)
-    return out.detach(), x.grad, kernels.grad
-
-
-def _assert_close_scaled(actual, expected, tol):
-    scale = expected.abs().max().clamp_min(1e-12)
-    err = (actual.double() - expected).abs().max()
-    assert err <= tol * scale, f"max error {err:.3g} > {tol} x {scale:.3g}"
-
-
 @pytest.fixture(params=[True, False] if NATIVE else [False], ids=lambda n: "native" if n else "torch")
 def path(request, monkeypatch):
     """Run a test once on the native kernel (when built) and once on the PyTorch path."""
@@ -66,24 +39,24 @@ def path(request, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_dtypes_match_float64_reference(shape, dtype, path):
-    x, kernels, grad, k, stride = _inputs(shape, dtype)
+    x, kernels, grad, k, stride = aggregation_inputs(shape, dtype)
     # the reference sees the same (rounded) inputs, in float64
-    expected = _value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(), grad.double(),
+    expected = value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(), grad.double(),
                                 k, stride)
-    actual = _value_and_grads(lsa_aggregate, x, kernels, grad, k, stride)
+    actual = value_and_grads(lsa_aggregate, x, kernels, grad, k, stride)
     for a, e in zip(actual, expected):
         assert a.dtype == dtype
-        _assert_close_scaled(a, e, TOL[dtype])
+        assert_close_scaled(a, e, AGGREGATION_TOL[dtype])
 
 
 @needs_native
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_native_equals_torch_path(shape, monkeypatch):
-    x, kernels, grad, k, stride = _inputs(shape, torch.float32, seed=1)
+    x, kernels, grad, k, stride = aggregation_inputs(shape, torch.float32, seed=1)
     results = []
     for enabled in (True, False):
         monkeypatch.setenv("DCDC_BACKEND", "native" if enabled else "torch")
-        results.append(_value_and_grads(lsa_aggregate, x, kernels, grad, k, stride))
+        results.append(value_and_grads(lsa_aggregate, x, kernels, grad, k, stride))
     for fast, fallback in zip(*results):
         torch.testing.assert_close(fast, fallback, rtol=1e-5, atol=1e-5)
 
@@ -92,7 +65,7 @@ def test_native_equals_torch_path(shape, monkeypatch):
 @pytest.mark.parametrize("shape", [(1, 4, 5, 7, 2, 3, 1), (2, 4, 6, 5, 2, 3, 2),
                                    (1, 2, 4, 17, 1, 5, 1)], ids=str)
 def test_native_gradcheck(shape):
-    x, kernels, _, k, stride = _inputs(shape, torch.float64, seed=2)
+    x, kernels, _, k, stride = aggregation_inputs(shape, torch.float64, seed=2)
     x.requires_grad_(True)
     kernels.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b: lsa_aggregate(a, b, k, stride), (x, kernels))
@@ -100,21 +73,21 @@ def test_native_gradcheck(shape):
 
 def test_layouts_and_partial_grads(path):
     """Non-contiguous / channels_last inputs and a gradient for only one of the inputs."""
-    x, kernels, grad, k, stride = _inputs((2, 32, 9, 20, 2, 3, 1), torch.float32, seed=3)
-    expected = _value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(), grad.double(),
+    x, kernels, grad, k, stride = aggregation_inputs((2, 32, 9, 20, 2, 3, 1), torch.float32, seed=3)
+    expected = value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(), grad.double(),
                                 k, stride)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     k_nc = kernels.transpose(3, 4).contiguous().transpose(3, 4)
-    actual = _value_and_grads(lsa_aggregate, x_cl, k_nc, grad, k, stride)
+    actual = value_and_grads(lsa_aggregate, x_cl, k_nc, grad, k, stride)
     for a, e in zip(actual, expected):
-        _assert_close_scaled(a, e, TOL[torch.float32])
+        assert_close_scaled(a, e, AGGREGATION_TOL[torch.float32])
     x_only = x.clone().requires_grad_(True)
     lsa_aggregate(x_only, kernels, k, stride).backward(grad)
-    _assert_close_scaled(x_only.grad, expected[1], TOL[torch.float32])
+    assert_close_scaled(x_only.grad, expected[1], AGGREGATION_TOL[torch.float32])
 
 
 def test_mixed_dtypes_promote(path):
-    x, kernels, _, k, stride = _inputs((1, 16, 5, 18, 1, 3, 1), torch.float32)
+    x, kernels, _, k, stride = aggregation_inputs((1, 16, 5, 18, 1, 3, 1), torch.float32)
     out = lsa_aggregate(x.to(torch.bfloat16), kernels, k, stride)
     assert out.dtype == torch.float32
 
@@ -171,7 +144,7 @@ def test_generate_aggregate_matches_float64_reference(shape, with_bias, path):
     assert len(actual) == len(expected) == (5 if with_bias else 4)
     for a, e in zip(actual, expected):
         assert a.shape == e.shape and a.dtype == torch.float32
-        _assert_close_scaled(a, e, 2e-5)
+        assert_close_scaled(a, e, 2e-5)
 
 
 def test_generate_aggregate_gradcheck():

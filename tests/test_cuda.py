@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from dcdc.layers import DCDCConv2d, lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
 from dcdc.layers.backend import TRITON_KERNELS, triton_available
+from helpers import AGGREGATION_TOL, aggregation_inputs, assert_close_scaled, value_and_grads
 
 DEVICE = os.environ.get("DCDC_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(
@@ -25,8 +26,6 @@ pytestmark = pytest.mark.skipif(
 on_gpu = pytest.mark.skipif(DEVICE != "cuda", reason="too large or needs GPUs")
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-# Max abs error allowed, as a fraction of the reference's largest magnitude (test_ops_triton's)
-TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 # (B, C, H, W, G, K, stride): the models' K = 7 (3 in the stem), K = 5; strides 1 and 2 on odd
 # and even sizes; 16 channels per group as in the models, and 8 and 24 (tile remainders)
 SHAPES = [(2, 32, 9, 37, 2, 7, 2), (2, 32, 20, 33, 2, 7, 1), (1, 16, 13, 11, 1, 3, 1),
@@ -40,45 +39,22 @@ def family(request, monkeypatch):
     return request.param
 
 
-def _inputs(shape, dtype, seed=0):
-    batch, channels, height, width, groups, k, stride = shape
-    out_h, out_w = -(-height // stride), -(-width // stride)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, channels, height, width, generator=gen)
-    kernels = torch.randn(batch, groups, k * k, out_h, out_w, generator=gen)
-    grad = torch.randn(batch, channels, out_h, out_w, generator=gen)
-    return x.to(dtype), kernels.to(dtype), grad.to(dtype), k, stride
-
-
-def _value_and_grads(fn, x, kernels, grad, k, stride):
-    x, kernels = x.detach().requires_grad_(True), kernels.detach().requires_grad_(True)
-    out = fn(x, kernels, k, stride)
-    out.backward(grad)
-    return out.detach(), x.grad, kernels.grad
-
-
-def _assert_close_scaled(actual, expected, tol):
-    scale = expected.abs().max().clamp_min(1e-12)
-    error = float((actual.detach().cpu().double() - expected.cpu().double()).abs().max() / scale)
-    assert error <= tol, f"max error {error:.2e} of the largest magnitude > {tol:.1e}"
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_triton_matches_float64_reference(family, shape, dtype):
-    x, kernels, grad, k, stride = _inputs(shape, dtype)
-    expected = _value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
+    x, kernels, grad, k, stride = aggregation_inputs(shape, dtype)
+    expected = value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
                                 grad.double(), k, stride)
-    actual = _value_and_grads(lsa_aggregate, x.to(DEVICE), kernels.to(DEVICE), grad.to(DEVICE), k, stride)
+    actual = value_and_grads(lsa_aggregate, x.to(DEVICE), kernels.to(DEVICE), grad.to(DEVICE), k, stride)
     for a, e in zip(actual, expected, strict=True):
         assert a.dtype == dtype and a.is_contiguous()
-        _assert_close_scaled(a, e, TOL[dtype])
+        assert_close_scaled(a, e, AGGREGATION_TOL[dtype])
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
 def test_triton_reads_any_layout(family, layout):
-    x, kernels, grad, k, stride = _inputs(SHAPES[0], torch.float32)
-    expected = _value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
+    x, kernels, grad, k, stride = aggregation_inputs(SHAPES[0], torch.float32)
+    expected = value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
                                 grad.double(), k, stride)
     xc, kc = x.to(DEVICE), kernels.to(DEVICE)
     if layout == "channels_last":
@@ -86,8 +62,8 @@ def test_triton_reads_any_layout(family, layout):
     else:  # every other column of wider tensors
         xc, kc = (torch.stack([t, torch.zeros_like(t)], dim=-1)[..., 0] for t in (xc, kc))
     assert not xc.is_contiguous()
-    for a, e in zip(_value_and_grads(lsa_aggregate, xc, kc, grad.to(DEVICE), k, stride), expected):
-        _assert_close_scaled(a, e, TOL[torch.float32])
+    for a, e in zip(value_and_grads(lsa_aggregate, xc, kc, grad.to(DEVICE), k, stride), expected):
+        assert_close_scaled(a, e, AGGREGATION_TOL[torch.float32])
 
 
 def _on_device(args, grad):
@@ -97,7 +73,7 @@ def _on_device(args, grad):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_opcheck_every_op(family, dtype):
-    x, kernels, grad, k, stride = _inputs(SHAPES[0], dtype)
+    x, kernels, grad, k, stride = aggregation_inputs(SHAPES[0], dtype)
     ops = torch.ops.dcdc
     torch.library.opcheck(ops.lsa_aggregate, _on_device([x, kernels, k, stride], True))
     torch.library.opcheck(ops.lsa_aggregate_backward,
@@ -163,15 +139,15 @@ def test_bf16_autocast_runs_the_ops_in_bf16(family):
     assert all(torch.isfinite(p.grad).all() for p in op.parameters())
     with torch.no_grad():
         reference = op.double()(x.detach().double())
-    _assert_close_scaled(out, reference, 3e-2)
+    assert_close_scaled(out, reference, 3e-2)
 
 
 def test_float64_is_exact(family, monkeypatch):
     """float64 runs the exact composite, not the float32-accumulating kernels."""
-    x, kernels, grad, k, stride = _inputs(SHAPES[0], torch.float64)
-    actual = _value_and_grads(lsa_aggregate, x.to(DEVICE), kernels.to(DEVICE), grad.to(DEVICE), k, stride)
+    x, kernels, grad, k, stride = aggregation_inputs(SHAPES[0], torch.float64)
+    actual = value_and_grads(lsa_aggregate, x.to(DEVICE), kernels.to(DEVICE), grad.to(DEVICE), k, stride)
     monkeypatch.setenv("DCDC_BACKEND", "torch")
-    expected = _value_and_grads(lsa_aggregate, x.to(DEVICE), kernels.to(DEVICE), grad.to(DEVICE), k, stride)
+    expected = value_and_grads(lsa_aggregate, x.to(DEVICE), kernels.to(DEVICE), grad.to(DEVICE), k, stride)
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
@@ -179,16 +155,16 @@ def test_float64_is_exact(family, monkeypatch):
 @on_gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_tensors_on_another_device_than_the_current_one(family):
-    x, kernels, grad, k, stride = _inputs(SHAPES[0], torch.float32)
-    expected = _value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
+    x, kernels, grad, k, stride = aggregation_inputs(SHAPES[0], torch.float32)
+    expected = value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
                                 grad.double(), k, stride)
     with torch.cuda.device(0):
         dev = torch.device("cuda:1")
-        actual = _value_and_grads(lsa_aggregate, x.to(dev), kernels.to(dev), grad.to(dev), k,
+        actual = value_and_grads(lsa_aggregate, x.to(dev), kernels.to(dev), grad.to(dev), k,
                                   stride)
     for a, e in zip(actual, expected, strict=True):
         assert a.device == dev
-        _assert_close_scaled(a, e, TOL[torch.float32])
+        assert_close_scaled(a, e, AGGREGATION_TOL[torch.float32])
 
 
 @on_gpu
@@ -198,9 +174,9 @@ def test_maps_larger_than_one_grid_axis(family, monkeypatch):
     x = torch.randn(1, 16, 2900, 2900, device=DEVICE, generator=gen)
     kernels = torch.randn(1, 1, 9, 2900, 2900, device=DEVICE, generator=gen)
     grad = torch.randn_like(x)
-    actual = _value_and_grads(lsa_aggregate, x, kernels, grad, 3, 1)
+    actual = value_and_grads(lsa_aggregate, x, kernels, grad, 3, 1)
     monkeypatch.setenv("DCDC_BACKEND", "torch")
-    expected = _value_and_grads(lsa_aggregate, x, kernels, grad, 3, 1)
+    expected = value_and_grads(lsa_aggregate, x, kernels, grad, 3, 1)
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
 
@@ -218,6 +194,6 @@ def test_fused_generate_aggregate_matches_reference(family):
     kernels = torch.einsum("or,brhw->bohw", ref[2], ref[1]) + ref[3].view(1, -1, 1, 1)
     expected = lsa_aggregate_unfold(ref[0], kernels.view(2, 2, 49, 6, 11), 7, 2)
     expected.square().sum().backward()
-    _assert_close_scaled(out, expected, TOL[torch.float32])
+    assert_close_scaled(out, expected, AGGREGATION_TOL[torch.float32])
     for a, e in zip(leaves, ref):
-        _assert_close_scaled(a.grad, e.grad, 1e-4)
+        assert_close_scaled(a.grad, e.grad, 1e-4)
