@@ -44,9 +44,8 @@ SUMMARY="$OUT/summary.txt"
 echo "stage               status      seconds  budget" > "$SUMMARY"
 FAILED=0
 
-has_cuda() {
-    "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null
-}
+# whether PY sees a CUDA device: asked once, after the install stage (each ask imports torch)
+CUDA=unknown
 
 # stage NAME BUDGET_S NEEDS_CUDA FUNCTION: runs FUNCTION (below) with a time limit, its output
 # to the terminal and to OUT/NAME.log; one line in the summary.
@@ -56,7 +55,7 @@ stage() {
     local log="$OUT/$name.log" start status rc
     echo "=== $name (budget ${budget} s) ==="
     start=$(date +%s%N)
-    if [ "$needs_cuda" = cuda ] && ! has_cuda; then
+    if [ "$needs_cuda" = cuda ] && [ "$CUDA" != yes ]; then
         echo "no CUDA device: $name skipped" | tee "$log"
         status=skipped
     else
@@ -149,6 +148,8 @@ bench_models() {
 export -f install_env versions cuda_tests bench_aggregation bench_models train
 stage install ${INSTALL_BUDGET:-40} cpu install_env
 [ -f "$OUT/.python" ] && PY=$(cat "$OUT/.python") && rm "$OUT/.python"
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
+    && CUDA=yes || CUDA=no
 stage env 15 cpu versions
 stage cuda-tests 115 cuda cuda_tests
 stage bench-aggregation 130 cuda bench_aggregation
