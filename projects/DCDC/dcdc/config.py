@@ -55,6 +55,22 @@ def add_dcdc_config(cfg):
     # detectron2's FPN applies it after each output conv.
     _C.MODEL.DCDC.NECK_OPERATOR_NORM = "BN"
 
+    # Initialisation of the DCDC backbone and neck for training from scratch, the same for every
+    # OPERATOR (as official RedNet and detectron2's ResNet): every conv, the operators' kernel
+    # generators included, Kaiming normal (fan_out, ReLU; detectron2's c2_msra_fill) with bias 0;
+    # every norm (BN, SyncBN, GN, FrozenBN) weight 1 / bias 0; the last norm of each residual
+    # block weight 0 (zero_init_residual; a frozen one stays 1). Otherwise each module keeps its
+    # own init: PyTorch's default for every conv of the DCDC-ResNet and of the neck operators,
+    # c2_xavier_fill for the FPN's lateral / output convs and P6/P7.
+    # None (YAML null) or "auto": on iff MODEL.WEIGHTS is empty ("": from scratch), off when
+    # weights are loaded (they overwrite it). True / False: always / never; True with weights
+    # initialises what the checkpoint does not hold (e.g. a DCDC neck over converted classifier
+    # weights). Applied where the backbone is built (dcdc.modeling.build_dcdc_resnet /
+    # build_dcdc_fpn); a LazyConfig sets it as model.backbone.bottom_up.scratch_init (the neck
+    # follows it) and "auto" reads train.init_checkpoint. (None, not "auto", is the default so
+    # that True / False merge: yacs keeps a key's type.)
+    _C.MODEL.DCDC.SCRATCH_INIT = None
+
     # Training images that cannot be read (truncated, not an image, missing): True logs the
     # file name and trains on another image; False stops with an error naming the file.
     # Evaluation always stops, since skipping images would bias the metrics.

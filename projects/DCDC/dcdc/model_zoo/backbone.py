@@ -11,14 +11,18 @@ converted weights it starts from were trained. :func:`use_dcdc_backbone` sets th
 ``pixel_mean`` / ``pixel_std`` / ``input_format`` and the data loaders' ``image_format``
 accordingly; code that calls ``instantiate(cfg.model)`` and feeds images itself must give them
 in RGB order, not in detectron2's default BGR (``cv2.imread`` gives BGR: ``image[:, :, ::-1]``).
+
+Initialisation: the backbone's ``scratch_init`` (``model.backbone.bottom_up.scratch_init``, which
+the neck follows; ``MODEL.DCDC.SCRATCH_INIT`` of the YAML configs) is "auto" by default: the
+scratch initialisation of :func:`dcdc.modeling.init.scratch_init_` when ``train.init_checkpoint``
+is empty (or the config has none), PyTorch's / detectron2's default init when weights are given.
 """
 from omegaconf import DictConfig, OmegaConf
 
 from detectron2.config import LazyCall as L
-from detectron2.modeling.backbone import ResNet
 
 from ..layers.dcdc_conv import OPERATOR_DEFAULTS
-from ..modeling import DCDCFPN, NECKS, DCDCStem, make_dcdc_stages
+from ..modeling import NECKS, DCDCStem, build_dcdc_fpn, build_dcdc_resnet, make_dcdc_stages
 
 __all__ = ["INPUT_FORMAT", "PIXEL_MEAN", "PIXEL_STD", "dcdc_resnet", "use_dcdc_backbone",
            "use_dcdc_input_format"]
@@ -29,16 +33,24 @@ INPUT_FORMAT = "RGB"
 PIXEL_MEAN = [123.675, 116.28, 103.53]
 PIXEL_STD = [58.395, 57.12, 57.375]
 
+# The weights "auto" scratch initialisation looks at: the config's train.init_checkpoint, None
+# (no weights: scratch) where the config has no train.init_checkpoint.
+INIT_CHECKPOINT = "${oc.select:train.init_checkpoint,null}"
+
 
 def dcdc_resnet(depth=50, operator="dcdc", out_features=("res2", "res3", "res4", "res5"),
-                norm="FrozenBN", freeze_at=2, kernel_size=7):
-    """LazyCall of a DCDC-ResNet as detectron2's ``ResNet``; the stem shares the stages' norm,
-    operator and operator hyperparameters (``stages.operator_kwargs``).
+                norm="FrozenBN", freeze_at=2, kernel_size=7, scratch_init="auto"):
+    """LazyCall of a DCDC-ResNet as detectron2's ``ResNet``
+    (:func:`dcdc.modeling.build_dcdc_resnet`); the stem shares the stages' norm, operator and
+    operator hyperparameters (``stages.operator_kwargs``).
+
+    ``scratch_init``: the scratch initialisation (``MODEL.DCDC.SCRATCH_INIT``): "auto" (on iff
+    the config's ``train.init_checkpoint`` is empty or missing), True or False.
 
     It expects RGB input with the ImageNet mean / std (see the module docstring): a model built
     around it needs ``pixel_mean=PIXEL_MEAN``, ``pixel_std=PIXEL_STD`` and RGB images, which
     :func:`use_dcdc_backbone` / :func:`use_dcdc_input_format` set."""
-    return L(ResNet)(
+    return L(build_dcdc_resnet)(
         stem=L(DCDCStem)(
             in_channels=3,
             out_channels=64,
@@ -55,6 +67,8 @@ def dcdc_resnet(depth=50, operator="dcdc", out_features=("res2", "res3", "res4",
         ),
         out_features=list(out_features),
         freeze_at=freeze_at,
+        scratch_init=scratch_init,
+        init_checkpoint=INIT_CHECKPOINT,
     )
 
 
@@ -81,10 +95,15 @@ def use_dcdc_input_format(model, dataloader=None):
     return model
 
 
-def use_dcdc_backbone(model, dataloader=None, depth=50, operator="dcdc", neck="conv"):
+def use_dcdc_backbone(model, dataloader=None, depth=50, operator="dcdc", neck="conv",
+                      scratch_init="auto"):
     """Replace ``model.backbone``'s bottom-up ResNet by a DCDC-ResNet (in place), make its FPN
     the DCDC / involution neck when ``neck`` is "dcdc" / "involution", and switch the input to
     RGB with the ImageNet mean / std.
+
+    ``scratch_init`` (``model.backbone.bottom_up.scratch_init``; the FPN follows it): the
+    scratch initialisation of backbone and neck, as ``MODEL.DCDC.SCRATCH_INIT``: "auto" (on iff
+    ``train.init_checkpoint`` is empty or missing), True or False.
 
     ``model`` is the LazyCall of a detectron2 FPN detector (``model.backbone`` an ``FPN`` over a
     ``ResNet``), e.g. ``detectron2.model_zoo.get_config("common/models/mask_rcnn_fpn.py").model``;
@@ -101,9 +120,13 @@ def use_dcdc_backbone(model, dataloader=None, depth=50, operator="dcdc", neck="c
         raise ValueError(f"neck must be one of {sorted(NECKS)}, got {neck!r}.")
     fpn = model.backbone
     fpn.bottom_up = dcdc_resnet(depth, operator, out_features=fpn.bottom_up.out_features,
-                                freeze_at=fpn.bottom_up.get("freeze_at", 2))
+                                freeze_at=fpn.bottom_up.get("freeze_at", 2),
+                                scratch_init=scratch_init)
+    # detectron2's FPN for "conv", DCDCFPN otherwise
+    fpn._target_ = build_dcdc_fpn
+    fpn.update(neck_operator=neck, scratch_init="${.bottom_up.scratch_init}",
+               init_checkpoint="${.bottom_up.init_checkpoint}")
     if NECKS[neck] is not None:
-        fpn._target_ = DCDCFPN
-        fpn.update(neck_operator=neck, kernel_size=7, operator_norm="BN",
+        fpn.update(kernel_size=7, operator_norm="BN",
                    operator_kwargs="${.bottom_up.stages.operator_kwargs}")
     return use_dcdc_input_format(model, dataloader)

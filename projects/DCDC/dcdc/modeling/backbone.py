@@ -9,7 +9,14 @@
 The FPN is detectron2's, or :class:`DCDCFPN` when ``MODEL.DCDC.NECK`` is "dcdc" / "involution".
 Select one with e.g. ``MODEL.BACKBONE.NAME "build_dcdc_resnet_fpn_backbone"`` after
 ``dcdc.add_dcdc_config(cfg)``.
+
+All of them build through :func:`build_dcdc_resnet` and :func:`build_dcdc_fpn` (also the
+LazyConfigs' targets, see :mod:`dcdc.model_zoo`), which apply the scratch initialisation
+(:func:`dcdc.modeling.init.scratch_init_`) as ``MODEL.DCDC.SCRATCH_INIT`` / ``scratch_init``
+says.
 """
+import logging
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, ResNet
@@ -17,6 +24,7 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 
 from ..config import operator_kwargs_from_cfg
 from ..layers.dcdc_conv import group_norm
+from .init import resolve_scratch_init, scratch_init_
 from .neck import NECKS, DCDCFPN
 from .resnet import DEPTHS, DCDCStem, make_dcdc_stages
 
@@ -24,9 +32,73 @@ __all__ = [
     "build_dcdc_resnet_backbone",
     "build_dcdc_resnet_fpn_backbone",
     "build_retinanet_dcdc_resnet_fpn_backbone",
+    "build_dcdc_resnet",
+    "build_dcdc_fpn",
     "build_fpn",
     "group_norm",
 ]
+
+logger = logging.getLogger(__name__)
+
+
+def _scratch_init(module, what, scratch_init, init_checkpoint, exclude=()):
+    if resolve_scratch_init(scratch_init, init_checkpoint):
+        logger.info(f"Scratch initialisation of the {what} (scratch_init={scratch_init!r}, "
+                    f"weights {init_checkpoint!r}): convs Kaiming normal (fan_out), norms 1 / 0, "
+                    "each residual block's last norm 0.")
+        scratch_init_(module, exclude=exclude)
+    return module
+
+
+def build_dcdc_resnet(stem, stages, out_features=None, freeze_at=0, *, scratch_init=False,
+                      init_checkpoint=None):
+    """detectron2's ``ResNet(stem, stages, out_features=..., freeze_at=...)``, scratch-initialised
+    if ``scratch_init`` says so: the LazyConfigs' bottom-up backbone
+    (:func:`dcdc.model_zoo.dcdc_resnet`) and :func:`build_dcdc_resnet_backbone`'s.
+
+    Args:
+        stem, stages, out_features, freeze_at: as for detectron2's ``ResNet``, e.g. a
+            :class:`DCDCStem` and :func:`make_dcdc_stages`.
+        scratch_init: :func:`dcdc.modeling.init.scratch_init_` or not: True, False, or "auto" /
+            None: on iff ``init_checkpoint`` is empty or None (``MODEL.DCDC.SCRATCH_INIT``).
+        init_checkpoint: the weights the model will be loaded from afterwards
+            (``train.init_checkpoint`` / ``MODEL.WEIGHTS``); only ``scratch_init="auto"`` reads it.
+    """
+    model = ResNet(stem, stages, out_features=out_features, freeze_at=freeze_at)
+    return _scratch_init(model, "DCDC-ResNet", scratch_init, init_checkpoint)
+
+
+def build_dcdc_fpn(bottom_up, in_features, out_channels, norm="", top_block=None,
+                   fuse_type="sum", square_pad=0, *, neck_operator="conv", kernel_size=7,
+                   operator_norm="BN", operator_kwargs=None, scratch_init=False,
+                   init_checkpoint=None):
+    """The neck over ``bottom_up``: detectron2's ``FPN`` (``neck_operator`` "conv") or
+    :class:`DCDCFPN` ("dcdc", "involution", "lsa"), then, if ``scratch_init`` says so, the
+    scratch initialisation of all but ``bottom_up`` (lateral convs, output convs or operators,
+    the top block's convs), which its own builder initialises.
+
+    Args:
+        bottom_up, in_features, out_channels, norm, top_block, fuse_type, square_pad: as for
+            detectron2's ``FPN``.
+        neck_operator, kernel_size, operator_norm, operator_kwargs: as for :class:`DCDCFPN`
+            (the last three unused by "conv").
+        scratch_init, init_checkpoint: as for :func:`build_dcdc_resnet`.
+    """
+    if neck_operator not in NECKS:
+        raise ValueError(f"neck_operator must be one of {sorted(NECKS)}, got {neck_operator!r}.")
+    kwargs = dict(bottom_up=bottom_up, in_features=in_features, out_channels=out_channels,
+                  norm=norm, top_block=top_block, fuse_type=fuse_type, square_pad=square_pad)
+    if NECKS[neck_operator] is None:
+        fpn = FPN(**kwargs)
+    else:
+        fpn = DCDCFPN(**kwargs, neck_operator=neck_operator, kernel_size=kernel_size,
+                      operator_norm=operator_norm, operator_kwargs=operator_kwargs)
+    return _scratch_init(fpn, "FPN", scratch_init, init_checkpoint, exclude=(fpn.bottom_up,))
+
+
+def _scratch_init_kwargs(cfg):
+    return dict(scratch_init=cfg.MODEL.DCDC.get("SCRATCH_INIT", None),
+                init_checkpoint=cfg.MODEL.WEIGHTS)
 
 
 def _norm(norm):
@@ -60,6 +132,8 @@ def _check_cfg(cfg):
         raise ValueError(
             f"MODEL.DCDC.NECK must be one of {sorted(NECKS)}, got {cfg.MODEL.DCDC.NECK!r}."
         )
+    resolve_scratch_init(cfg.MODEL.DCDC.get("SCRATCH_INIT", None), cfg.MODEL.WEIGHTS,
+                         key="MODEL.DCDC.SCRATCH_INIT", weights_key="MODEL.WEIGHTS")
 
 
 @BACKBONE_REGISTRY.register()
@@ -67,6 +141,7 @@ def build_dcdc_resnet_backbone(cfg, input_shape: ShapeSpec):
     """A DCDC-ResNet from ``MODEL.RESNETS`` and ``MODEL.DCDC``, as detectron2's :class:`ResNet`.
 
     ``MODEL.RESNETS.STRIDE_IN_1X1`` is ignored: the stride is always in the operator (RedNet).
+    Scratch-initialised as ``MODEL.DCDC.SCRATCH_INIT`` (with ``MODEL.WEIGHTS``) says.
     """
     _check_cfg(cfg)
     norm = _norm(cfg.MODEL.RESNETS.NORM)
@@ -80,26 +155,26 @@ def build_dcdc_resnet_backbone(cfg, input_shape: ShapeSpec):
         stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
         res2_out_channels=cfg.MODEL.RESNETS.RES2_OUT_CHANNELS,
     )
-    return ResNet(stem, stages, out_features=cfg.MODEL.RESNETS.OUT_FEATURES,
-                  freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    return build_dcdc_resnet(stem, stages, out_features=cfg.MODEL.RESNETS.OUT_FEATURES,
+                             freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT, **_scratch_init_kwargs(cfg))
 
 
 def build_fpn(cfg, bottom_up, top_block):
-    """detectron2's FPN (``MODEL.DCDC.NECK`` "conv") or :class:`DCDCFPN` from ``MODEL.FPN``."""
-    kwargs = dict(
+    """detectron2's FPN (``MODEL.DCDC.NECK`` "conv") or :class:`DCDCFPN` from ``MODEL.FPN``,
+    scratch-initialised as ``MODEL.DCDC.SCRATCH_INIT`` says (:func:`build_dcdc_fpn`)."""
+    return build_dcdc_fpn(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
         norm=cfg.MODEL.FPN.NORM,
         top_block=top_block,
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        neck_operator=cfg.MODEL.DCDC.NECK,
+        kernel_size=cfg.MODEL.DCDC.NECK_KERNEL_SIZE,
+        operator_norm=_norm(cfg.MODEL.DCDC.NECK_OPERATOR_NORM),
+        operator_kwargs=operator_kwargs_from_cfg(cfg),
+        **_scratch_init_kwargs(cfg),
     )
-    neck = cfg.MODEL.DCDC.NECK
-    if NECKS.get(neck) is None:
-        return FPN(**kwargs)
-    return DCDCFPN(**kwargs, neck_operator=neck, kernel_size=cfg.MODEL.DCDC.NECK_KERNEL_SIZE,
-                   operator_norm=_norm(cfg.MODEL.DCDC.NECK_OPERATOR_NORM),
-                   operator_kwargs=operator_kwargs_from_cfg(cfg))
 
 
 @BACKBONE_REGISTRY.register()

@@ -13,6 +13,7 @@ from detectron2.layers import CNNBlockBase, Conv2d, get_norm
 from detectron2.modeling.backbone import ResNet
 
 from ..layers import build_operator, folded_conv, norm_relu_
+from .init import zero_init_last_norm_
 
 __all__ = ["DCDCStem", "DCDCBottleneckBlock", "make_dcdc_stages", "build_classifier",
            "init_classifier_head", "DEPTHS"]
@@ -104,18 +105,6 @@ def init_classifier_head(linear):
     nn.init.zeros_(linear.bias)
 
 
-def _zero_init_last(stages):
-    """Start every residual branch at zero: the scale of each bottleneck's last norm is 0."""
-    for block in (b for stage in stages for b in stage):
-        norm = block.conv3.norm
-        if getattr(norm, "weight", None) is None:
-            raise ValueError(
-                f"zero_init_last needs a norm with a scale after each bottleneck's last conv, got "
-                f"{type(norm).__name__}; pass a norm such as 'BN' / 'GN' or zero_init_last=False."
-            )
-        nn.init.zeros_(norm.weight)
-
-
 def build_classifier(depth, operator="dcdc", num_classes=1000, norm="BN", in_channels=3,
                      zero_init_last=True, **operator_kwargs):
     """An ImageNet-style DCDC-ResNet (paper Table I): detectron2 ``ResNet`` with a linear head.
@@ -131,6 +120,9 @@ def build_classifier(depth, operator="dcdc", num_classes=1000, norm="BN", in_cha
             bottleneck), as timm's ResNet and mmcls' ``zero_init_residual`` (the RedNet/paper
             protocol) do. Without it a fresh DCDC-ResNet-26's gradients are large enough on
             small inputs that SGD at the paper's lr does not learn; only initial values change.
+            The rule is :func:`dcdc.modeling.init.zero_init_last_norm_`, the one the detectors'
+            scratch initialisation (``MODEL.DCDC.SCRATCH_INIT``) applies; a norm without a
+            scale, or a frozen one (FrozenBN), raises.
         operator_kwargs: forwarded to :class:`dcdc.layers.DCDCConv2d`, e.g. ``dw_kernel_size``,
             ``gsi_kernel_size``, ``gsi_scale``, ``global_branch``.
     """
@@ -141,5 +133,5 @@ def build_classifier(depth, operator="dcdc", num_classes=1000, norm="BN", in_cha
         # ResNet has drawn the weight as init_classifier_head does; only the bias is left
         nn.init.zeros_(model.linear.bias)
     if zero_init_last:
-        _zero_init_last(model.stages)
+        zero_init_last_norm_([b for stage in model.stages for b in stage], strict=True)
     return model
