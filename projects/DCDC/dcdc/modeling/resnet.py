@@ -13,7 +13,7 @@ from detectron2.layers import CNNBlockBase, Conv2d, get_norm
 from detectron2.modeling.backbone import ResNet
 
 from ..layers import build_operator, folded_conv, norm_relu_
-from .init import zero_init_last_norm_
+from .init import scratch_init_, zero_init_last_norm_
 
 __all__ = ["DCDCStem", "DCDCBottleneckBlock", "make_dcdc_stages", "build_classifier",
            "init_classifier_head", "DEPTHS"]
@@ -106,7 +106,8 @@ def init_classifier_head(linear):
 
 
 def build_classifier(depth, operator="dcdc", num_classes=1000, norm="BN", in_channels=3,
-                     zero_init_last=True, **operator_kwargs):
+                     zero_init_last=True, scratch_init=False, stem_out_channels=64,
+                     res2_out_channels=256, **operator_kwargs):
     """An ImageNet-style DCDC-ResNet (paper Table I): detectron2 ``ResNet`` with a linear head.
 
     Args:
@@ -123,15 +124,27 @@ def build_classifier(depth, operator="dcdc", num_classes=1000, norm="BN", in_cha
             The rule is :func:`dcdc.modeling.init.zero_init_last_norm_`, the one the detectors'
             scratch initialisation (``MODEL.DCDC.SCRATCH_INIT``) applies; a norm without a
             scale, or a frozen one (FrozenBN), raises.
+        scratch_init: also draw every conv and norm as the anchors do from scratch
+            (:func:`dcdc.modeling.init.scratch_init_`: Kaiming fan_out for every conv, the
+            operators' kernel generators included, norms 1 / 0, each block's last norm 0), the
+            same for every operator; the head keeps its init. Off by default (PyTorch's layer
+            init), on in the operator comparison's classification grid.
+        stem_out_channels, res2_out_channels: the widths (64 and 256 in Table I; every later
+            stage doubles ``res2``'s), narrower for the miniatures.
         operator_kwargs: forwarded to :class:`dcdc.layers.DCDCConv2d`, e.g. ``dw_kernel_size``,
             ``gsi_kernel_size``, ``gsi_scale``, ``global_branch``.
     """
-    stem = DCDCStem(in_channels, 64, norm=norm, operator=operator, operator_kwargs=operator_kwargs)
-    stages = make_dcdc_stages(depth, norm, operator, operator_kwargs=operator_kwargs)
+    stem = DCDCStem(in_channels, stem_out_channels, norm=norm, operator=operator,
+                    operator_kwargs=operator_kwargs)
+    stages = make_dcdc_stages(depth, norm, operator, operator_kwargs=operator_kwargs,
+                              stem_out_channels=stem_out_channels,
+                              res2_out_channels=res2_out_channels)
     model = ResNet(stem, stages, num_classes=num_classes)
     if num_classes is not None:
         # ResNet has drawn the weight as init_classifier_head does; only the bias is left
         nn.init.zeros_(model.linear.bias)
+    if scratch_init:
+        scratch_init_(model, exclude=(model.linear,) if num_classes is not None else ())
     if zero_init_last:
         zero_init_last_norm_([b for stage in model.stages for b in stage], strict=True)
     return model

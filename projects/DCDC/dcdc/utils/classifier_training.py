@@ -53,6 +53,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import (
     AverageMeter,
+    ParseKwargs,
     CheckpointSaver,
     ModelEmaV3,
     NativeScaler,
@@ -121,6 +122,9 @@ def get_parser():
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="dcdc_resnet26", help="any timm model name")
+    g.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs,
+                   help="KEY=VALUE arguments of the model, e.g. operator=conv "
+                   "stem_out_channels=32 res2_out_channels=128 scratch_init=True")
     g.add_argument("--drop", type=float, default=0.0, help="dropout before the classifier")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
     g.add_argument("--model-ema", action="store_true", help="also keep and evaluate EMA weights")
@@ -325,7 +329,15 @@ def main(argv=None):
                              f"{sorted(val_set.reader.class_to_idx)}")
     args.num_classes = len(classes)
 
-    model = timm.create_model(args.model, num_classes=args.num_classes, drop_rate=args.drop)
+    try:
+        model = timm.create_model(args.model, num_classes=args.num_classes, drop_rate=args.drop,
+                                  **args.model_kwargs)
+    except TypeError as e:
+        raise UserValueError(f"--model-kwargs {args.model_kwargs} do not fit {args.model}: "
+                             f"{e}") from None
+    # Re-seed after the model drew its weights: the data order and augmentations of one --seed
+    # are then the same whatever the model (paired runs in the operator comparison).
+    random_seed(args.seed, args.rank)
     data_config = resolve_data_config({"input_size": (3, args.img_size, args.img_size),
                                        "crop_pct": args.crop_pct}, model=model)
     if args.sync_bn and args.distributed:
