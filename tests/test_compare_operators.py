@@ -1,7 +1,8 @@
 """tools/compare_operators.py (`make compare`) on a tiny schedule: two operators x one seed, a few
-iterations on the mini shapes splits. The table holds each run's own final evaluation, the
-counts are those of the model each run trained, a rerun skips finished runs, and a folder
-trained with other settings is refused."""
+iterations on the mini shapes splits (detection) and two iterations of one epoch on the shapes
+crops (classification). The tables hold each run's own final evaluation, the counts are those of
+the model each run trained, a rerun skips finished runs, a folder trained with other settings is
+refused, the paired intervals are Student's, and a grid's code is a worktree of one commit."""
 import json
 import os
 import subprocess
@@ -12,7 +13,14 @@ import pytest
 
 from dcdc.config import get_dcdc_cfg
 from dcdc.modeling.analysis import count_parameters
-from dcdc.utils.operator_comparison import final_evaluation, read_metrics, scaled_schedule
+from dcdc.paper.comparison import (
+    Checkout,
+    final_evaluation,
+    paired_t_interval,
+    read_metrics,
+    scaled_schedule,
+)
+from dcdc.utils.errors import UserValueError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes_instant.yaml")
@@ -22,9 +30,9 @@ MAX_ITER = 4
 
 
 def _compare(out, env, *extra):
-    cmd = [sys.executable, "tools/compare_operators.py", "--config-file", INSTANT,
-           "--operators", *OPERATORS, "--seeds", "1", "--max-iter", str(MAX_ITER),
-           "--output-dir", out, *extra]
+    cmd = [sys.executable, "tools/compare_operators.py", "--in-place", "--config-file", INSTANT,
+           "--operators", *OPERATORS, "--seeds", "1", "--max-iter", str(MAX_ITER), "--epochs",
+           "1", "--classifier-args=--iters-per-epoch 2", "--output-dir", out, *extra]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
 
 
@@ -42,8 +50,12 @@ def grid(env, tmp_path_factory):
     return out, proc
 
 
+def _out(grid, task):
+    return os.path.join(grid[0], task)
+
+
 def test_table_holds_each_runs_final_evaluation(grid):
-    out, proc = grid
+    out, proc = _out(grid, "detection"), grid[1]
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert [r["operator"] for r in summary["rows"]] == list(OPERATORS)
     for row in summary["rows"]:
@@ -65,7 +77,7 @@ def test_table_holds_each_runs_final_evaluation(grid):
     assert dcdc["flops_with_agg_g"] > dcdc["flops_g"]
     table = open(os.path.join(out, "results.md")).read()
     assert "| 3x3 conv (ResNet) |" in table and "| DCDC (LSA + GSI) |" in table
-    assert "[2/2] dcdc_seed1: done" in proc.stdout + proc.stderr
+    assert "[detection 2/2] dcdc_seed1: done" in proc.stdout + proc.stderr
     assert cv2.imread(os.path.join(out, "compare.png")) is not None
     # pictures: ground truth | conv | dcdc, each panel 128 px drawn at scale 2, with title bands
     for name in ("000001.png", "000002.png"):
@@ -73,17 +85,70 @@ def test_table_holds_each_runs_final_evaluation(grid):
         assert picture.shape[:2] == (2 * 128 + 22, 3 * 2 * 128 + 2 * 6), name
 
 
+def test_classification_table(grid):
+    out = _out(grid, "classification")
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["commit"] is None  # --in-place: a working tree, named as such
+    assert [r["operator"] for r in summary["rows"]] == list(OPERATORS)
+    for row in summary["rows"]:
+        run = os.path.join(out, f"{row['operator']}_seed1")
+        with open(os.path.join(run, "summary.csv")) as f:
+            last = f.read().strip().splitlines()[-1].split(",")
+        head = open(os.path.join(run, "summary.csv")).readline().strip().split(",")
+        final = dict(zip(head, map(float, last)))
+        assert final["epoch"] == 1
+        assert row["eval_top1"]["values"] == [final["eval_top1"]]
+        args = open(os.path.join(run, "log.txt")).read()
+        assert f'"operator": "{row["operator"]}"' in args and '"scratch_init": true' in args
+    conv, dcdc = summary["rows"]
+    assert dcdc["params_m"] < conv["params_m"]  # LSA + GSI is leaner than a 3x3 conv
+    table = open(os.path.join(out, "results.md")).read()
+    assert "| top-1 (%) |" in table and "code: a working tree (no commit)" in table
+    assert cv2.imread(os.path.join(out, "compare.png")) is not None
+
+
+def test_paired_t_interval():
+    # differences 1, 2, 3: mean 2, std 1, t(0.975, 2 dof) = 4.302653 -> 2 -+ 4.302653 / sqrt(3)
+    mean, low, high = paired_t_interval([1.0, 2.0, 3.0])
+    assert mean == 2 and high - 2 == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)
+    assert 2 - low == pytest.approx(high - 2)
+    assert paired_t_interval([0.5]) == (0.5, None, None)
+
+
+def test_checkout_is_a_worktree_of_one_commit(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True,  # noqa: E731
+                                    text=True).stdout.strip()
+    git("init", "-q")
+    (repo / "a.txt").write_text("one")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    first = git("rev-parse", "HEAD")
+    (repo / "a.txt").write_text("two")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "two")
+    code = Checkout(str(repo), str(tmp_path / "out" / "code"))
+    assert code.ensure(first, build_native=False, log=lambda m: None) == first
+    assert (tmp_path / "out" / "code" / "a.txt").read_text() == "one"  # not HEAD's "two"
+    assert code.ensure(build_native=False) == first  # resuming keeps the grid's commit
+    with pytest.raises(UserValueError, match="keeps the code it started with"):
+        code.ensure("HEAD", build_native=False)
+    assert code.env()["PYTHONPATH"].split(os.pathsep)[0] == code.file("projects", "DCDC")
+
+
 def test_rerun_skips_finished_and_refuses_other_settings(grid, env):
-    out, _ = grid
+    out = _out(grid, "detection")
     attempts = {op: json.load(open(os.path.join(out, f"{op}_seed1", "compare_run.json")))
                 ["attempts"] for op in OPERATORS}
-    again = _compare(out, env, "--num-vis", "0")
+    again = _compare(grid[0], env, "--num-vis", "0", "--tasks", "detection")
     assert again.returncode == 0, again.stderr[-3000:]
     for i, op in enumerate(OPERATORS, 1):
-        assert f"[{i}/2] {op}_seed1: finished before, skipped." in again.stdout + again.stderr
+        assert (f"[detection {i}/2] {op}_seed1: finished before, skipped."
+                in again.stdout + again.stderr)
         state = json.load(open(os.path.join(out, f"{op}_seed1", "compare_run.json")))
         assert state["attempts"] == attempts[op]  # not trained again
-    other = _compare(out, env, "--num-vis", "0", "--neck", "dcdc", "--dry-run")
+    other = _compare(grid[0], env, "--num-vis", "0", "--neck", "dcdc", "--dry-run", "--tasks",
+                     "detection")
     assert other.returncode != 0 and "was trained with other settings" in other.stdout + other.stderr
 
 

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from . import backend
 
-__all__ = ["check_aggregate_inputs", "check_generator_inputs", "generate_kernels"]
+__all__ = ["check_aggregate_inputs", "check_generator_inputs", "generate_kernels",
+           "lsa_aggregate_composite"]
 
 # The native float32 kernels work in tiles of 16 output columns (TW in csrc/simd.h); the fused
 # entry points need maps at least that wide.
@@ -108,9 +109,10 @@ def _offset_views(x_pad, kernel_size, stride, out_h, out_w):
             yield i * kernel_size + j, x_pad[:, :, i : i + h_span : stride, j : j + w_span : stride]
 
 
-def _torch_forward(x, kernels, kernel_size, stride):
-    """Shift-and-accumulate: K^2 multiply-adds of strided views of the padded input; never
-    builds the B x C x K^2 x H' x W' tensor."""
+def lsa_aggregate_composite(x, kernels, kernel_size, stride):
+    """Eq. 5 in PyTorch, exactly: the ``torch`` backend, the exporters' decomposition and the
+    tests' reference. Shift-and-accumulate: K^2 multiply-adds of strided views of the padded
+    input; never builds the B x C x K^2 x H' x W' tensor."""
     batch, channels = x.shape[:2]
     groups, out_h, out_w = kernels.shape[1], kernels.shape[3], kernels.shape[4]
     pad = (kernel_size - 1) // 2
@@ -197,7 +199,7 @@ def _aggregate_forward(x, kernels, kernel_size, stride):
         return backend.native.lsa_forward(x, kernels, kernel_size, stride)
     if which == "triton":
         return _triton().lsa_forward(x, kernels, kernel_size, stride, backend.triton_family())
-    return _torch_forward(x, kernels, kernel_size, stride)
+    return lsa_aggregate_composite(x, kernels, kernel_size, stride)
 
 
 def _aggregate_backward(grad_out, x, kernels, kernel_size, stride, need_x, need_kernels):
