@@ -52,7 +52,7 @@ def native_extension_kwargs():
     (no torch at build time, no compiler, compile error) only logs a warning: the package then
     installs without ``dcdc._C`` and CPU tensors use the PyTorch composite, which gives the same
     results. Which backend runs is chosen at run time by ``DCDC_BACKEND`` (see
-    ``dcdc/layers/backend.py``).
+    ``dcdc/layers/dispatch.py``).
     """
     if os.environ.get("DCDC_BUILD_NATIVE", "1").strip() in ("0", "false", "no"):
         return {}

@@ -53,7 +53,7 @@ def _case(args):
     import torch.nn.functional as F
 
     from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
-    from dcdc.layers.backend import resolve_backend, triton_family
+    from dcdc.layers.dispatch import resolve_backend, triton_family
 
     device = torch.device(args["device"])
     dtype = getattr(torch, args["dtype"])

@@ -89,7 +89,7 @@ versions() {
     "$PY" - <<'EOF'
 import platform, subprocess
 import numpy, torch
-from dcdc.layers import backend
+from dcdc.layers import dispatch
 print("python", platform.python_version(), "| torch", torch.__version__, "| CUDA",
       torch.version.cuda, "| numpy", numpy.__version__)
 try:
@@ -97,7 +97,7 @@ try:
     print("triton", triton.__version__)
 except ImportError:
     print("triton not installed")
-print("native CPU kernels:", backend.native_available())
+print("native CPU kernels:", dispatch.native_available())
 import shutil  # Triton builds its CUDA launcher with the host C compiler at first use
 print("host C compiler:", shutil.which("cc") or shutil.which("gcc") or "none found")
 if torch.cuda.is_available():

@@ -16,7 +16,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from dcdc.layers import DCDCConv2d, lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
-from dcdc.layers.backend import TRITON_KERNELS, triton_available
+from dcdc.layers.dispatch import TRITON_KERNELS, triton_available
 from helpers import AGGREGATION_TOL, aggregation_inputs, assert_close_scaled, value_and_grads
 
 DEVICE = os.environ.get("DCDC_TEST_DEVICE", "cuda")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dcdc.layers import aggregation, lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
-from dcdc.layers.backend import BACKENDS, resolve_backend, triton_available
+from dcdc.layers.dispatch import BACKENDS, resolve_backend, triton_available
 
 CPU_BACKENDS = ["native", "torch"] if aggregation.native_available() else ["torch"]
 

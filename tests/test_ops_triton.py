@@ -24,7 +24,7 @@ DTYPES = ["float32", "float16", "bfloat16"]
 LAYOUTS = ["contiguous", "channels_last", "non_contiguous"]
 # Max abs error allowed, as a fraction of the reference's largest magnitude
 TOL = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1.6e-2, "float64": 0.0}
-FAMILIES = ["simple", "tiled"]  # dcdc.layers.backend.TRITON_KERNELS
+FAMILIES = ["simple", "tiled"]  # dcdc.layers.dispatch.TRITON_KERNELS
 CASES = ([("aggregate", s, d, "contiguous") for s in SHAPES for d in DTYPES]
          + [("aggregate", SHAPES[1], "float32", layout) for layout in LAYOUTS[1:]]
          # 3 channels per group: the tiled kernels pad the group to 4 channels and mask one
@@ -219,7 +219,7 @@ def test_triton_kernel_matches_float64_reference(case, results):
 
 
 def test_family_variable(monkeypatch):
-    from dcdc.layers.backend import TRITON_KERNELS, triton_family
+    from dcdc.layers.dispatch import TRITON_KERNELS, triton_family
 
     assert list(TRITON_KERNELS) == FAMILIES
     monkeypatch.delenv("DCDC_TRITON_KERNELS", raising=False)

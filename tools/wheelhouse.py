@@ -140,10 +140,10 @@ def install(wheelhouse, project):
     subprocess.run([*INSTALL_DETECTRON2, "--wheelhouse", wheelhouse], check=True)
     # the native CPU kernels build against this torch where a C++ compiler is present
     _pip(*offline, "--no-build-isolation", project or sdist)
-    check = ("import dcdc, detectron2, numpy, torch; from dcdc.layers import backend; "
+    check = ("import dcdc, detectron2, numpy, torch; from dcdc.layers import dispatch; "
              "print('dcdc', dcdc.__file__, '| detectron2', detectron2.__version__, '| torch', "
              "torch.__version__, '| numpy', numpy.__version__, '| native CPU kernels:', "
-             "backend.native_available(), '| triton:', backend.triton_available())")
+             "dispatch.native_available(), '| triton:', dispatch.triton_available())")
     proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"[wheelhouse] installed, but the import check failed:\n{proc.stderr[-3000:]}")

@@ -10,7 +10,7 @@ model), of any H and W; it returns the outputs before the final resize to the or
 (R-CNN mask heads' 28 x 28 mask probabilities, Panoptic FPN's semantic logits at the padded
 size), which :class:`ExportedDetector` applies for evaluation, as the eager model does.
 
-Both trace inside :func:`dcdc.layers.backend.deployment_tracing`, so the graph holds what eager
+Both trace inside :func:`dcdc.layers.dispatch.deployment_tracing`, so the graph holds what eager
 runs: ``dcdc::lsa_generate_aggregate``, ``dcdc::depthwise_conv`` and the GEMM form of the
 generators' 1x1 convs (TorchScript: loading needs ``import dcdc``, which registers the
 operators), or their ONNX forms (standard ONNX operators only, see :mod:`.onnx_ops`).
@@ -22,7 +22,7 @@ from detectron2.modeling import GeneralizedRCNN, PanopticFPN, RetinaNet
 from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
 from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
 
-from ..layers.backend import deployment_tracing
+from ..layers.dispatch import deployment_tracing
 
 __all__ = ["traceable_model", "export_torchscript", "export_onnx_detector", "OnnxRuntimeModel",
            "ExportedDetector", "named_outputs", "match_detections", "compare_outputs",

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layers import ops
-from ..layers.backend import deployment_tracing
+from ..layers.dispatch import deployment_tracing
 
 __all__ = ["ONNX_MIN_OPSET", "register_onnx_symbolics", "decompositions", "decompose",
            "export_onnx"]

@@ -6,7 +6,7 @@ The usual involution code builds this with ``unfold``, which materializes a
 ``B x C x K^2 x H' x W'`` tensor (49x the input for K=7). :func:`lsa_aggregate` never does, in
 forward or backward. It calls the operator ``torch.ops.dcdc.lsa_aggregate`` (see :mod:`.ops`),
 which runs one of three implementations of the same math, chosen by ``DCDC_BACKEND`` (see
-:mod:`.backend`):
+:mod:`.dispatch`):
 
 * ``native``, CPU tensors, when ``dcdc._C`` was built at install time
   (``csrc/lsa_aggregate.cpp``, C++ / OpenMP): register-tiled loops whose extra memory is a few
@@ -29,8 +29,12 @@ input gradient only. Elsewhere the op generates the kernels by one bmm and aggre
 import torch
 import torch.nn.functional as F
 
-from .backend import native_available, tracing_convs
-from .ops import check_aggregate_inputs, check_generator_inputs  # registers torch.ops.dcdc
+from . import dispatch
+from .ops import (  # registers torch.ops.dcdc
+    check_aggregate_inputs,
+    check_generator_inputs,
+    native_available,
+)
 
 __all__ = [
     "lsa_aggregate", "lsa_generate_aggregate", "lsa_aggregate_unfold", "check_aggregate_inputs",
@@ -79,7 +83,7 @@ def lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride=1):
             ordered (group, kh, kw); ``bias``: (G*K*K,) or None.
 
     Same result as ``lsa_aggregate(x, conv1x1(hidden).view(B, G, K*K, H', W'), K, stride)``.
-    A JIT trace outside :func:`~dcdc.layers.backend.deployment_tracing` runs exactly that
+    A JIT trace outside :func:`~dcdc.layers.dispatch.deployment_tracing` runs exactly that
     (``aten::_convolution`` then ``dcdc::lsa_aggregate``, so FLOP counters see the conv);
     everything else runs ``torch.ops.dcdc.lsa_generate_aggregate``.
     """
@@ -87,7 +91,7 @@ def lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride=1):
     dtype = _common_dtype(x, hidden, weight, bias)
     x, hidden, weight = x.to(dtype), hidden.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
-    if tracing_convs():
+    if dispatch.counting():
         kernels = F.conv2d(hidden, weight[:, :, None, None], bias).view(kernel_shape)
         return torch.ops.dcdc.lsa_aggregate(x, kernels, kernel_size, stride)
     return torch.ops.dcdc.lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride)

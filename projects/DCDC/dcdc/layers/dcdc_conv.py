@@ -20,10 +20,9 @@ from torch import nn
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 
+from . import dispatch
 from .aggregation import lsa_generate_aggregate
-from .backend import native, resolve_backend, tracing_convs
-from .depthwise import depthwise_conv, native_depthwise_applies
-from .ops import NATIVE_MIN_WIDTH
+from .depthwise import depthwise_conv
 
 __all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "folded_conv", "norm_relu_",
            "OPERATORS", "OPERATOR_DEFAULTS", "gsi_channels", "group_norm"]
@@ -38,17 +37,18 @@ class _CeilAvgPool2(nn.Module):
     copies of the edge). torch 2.14's Inductor differentiates this correctly, but neither the
     ceil-mode pool's backward on odd sizes nor a replicate pad's.
 
-    In eager inference the pool is the sum of the four strided quarter-maps: on CPU, 4x faster
-    than ``avg_pool2d`` on NCHW maps (which reads them one window at a time). With autograd it
-    is ``avg_pool2d``, whose backward is one pass (the slices' backward would be four), and so
-    in traced and compiled graphs (a trace would fix the slices' sizes)."""
+    In eager inference (the dispatch's ``inference`` and ``autocast`` modes) the pool is the sum
+    of the four strided quarter-maps: on CPU, 4x faster than ``avg_pool2d`` on NCHW maps (which
+    reads them one window at a time). With autograd it is ``avg_pool2d``, whose backward is one
+    pass (the slices' backward would be four), and so in traced and compiled graphs (a trace
+    would fix the slices' sizes)."""
 
     def forward(self, x):
         if x.shape[-2] % 2:
             x = torch.cat([x, x[..., -1:, :]], dim=-2)
         if x.shape[-1] % 2:
             x = torch.cat([x, x[..., -1:]], dim=-1)
-        if _needs_grad(x) or _in_graph():
+        if dispatch.mode(x) in ("count", "graph", "autograd"):
             return F.avg_pool2d(x, 2, 2)
         rows = x[..., 0::2, :] + x[..., 1::2, :]
         return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
@@ -63,13 +63,18 @@ def _downsample(stride):
     return nn.AvgPool2d(stride, stride, ceil_mode=True)
 
 
+def _folds(norm):
+    """Whether ``norm`` is None or a BatchNorm that uses its running statistics (eval mode, or
+    detectron2's FrozenBatchNorm2d): a per-channel affine map a conv can absorb."""
+    return norm is None or isinstance(norm, FrozenBatchNorm2d) or (
+        isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None
+        and norm.affine)
+
+
 def _frozen_affine(norm):
-    """``(scale, shift)`` with ``norm(y) == scale * y + shift`` per channel, for a BatchNorm
-    that uses its running statistics (eval mode, or detectron2's FrozenBatchNorm2d); else None."""
-    if isinstance(norm, FrozenBatchNorm2d):
-        pass
-    elif not (isinstance(norm, nn.BatchNorm2d) and not norm.training
-              and norm.running_var is not None and norm.affine):
+    """``(scale, shift)`` with ``norm(y) == scale * y + shift`` per channel, for a norm that
+    :func:`_folds`; else None."""
+    if norm is None or not _folds(norm):
         return None
     scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
     return scale, norm.bias - norm.running_mean * scale
@@ -88,17 +93,6 @@ def _fold_norm(conv):
     return weight, bias, norm
 
 
-def _needs_grad(*tensors):
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def _in_graph():
-    """Whether this call is being recorded (a JIT trace, torch.compile or torch.export): the
-    eager-only paths (in-place sums, native inference kernels, sizes read in Python) do not
-    apply there."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
-
-
 def _plain_1x1(conv):
     """Whether ``conv`` is a 1x1, stride-1, unpadded, ungrouped conv (what :func:`_conv1x1`
     computes)."""
@@ -106,58 +100,34 @@ def _plain_1x1(conv):
             and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (0, 0))
 
 
-def _native_inference(conv, x, depthwise):
-    """``_conv1x1``'s result from the native inference kernel, or None where that does not apply.
-
-    It applies in eager inference (no JIT trace, no compile, no autocast, nothing that needs a
-    gradient) on contiguous CPU float32 maps with the native backend, for a 1x1 conv whose norm
-    folds into it (running statistics) and whose activation, if any, is a ReLU: one pass that
-    reads ``x`` (and makes its depth-wise conv row by row in cache) and writes the output.
-    """
-    if (x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous()
-            or x.numel() == 0 or conv.weight.dtype != torch.float32
-            or _eager_inference_blocked(x)
-            or _needs_grad(x, *conv.parameters(),
-                           *(depthwise.parameters() if depthwise is not None else ()))
-            or (depthwise is not None and not native_depthwise_applies(depthwise, x))
-            or not isinstance(conv.activation, (type(None), nn.ReLU))
-            or resolve_backend(x.device) != "native"):
-        return None
-    weight, bias, norm = _fold_norm(conv)
-    if norm is not None:  # batch statistics do not fold
-        return None
-    return native.pointwise_forward(
-        x, weight.flatten(1).t().contiguous(), None if bias is None else bias.contiguous(),
-        None if depthwise is None else depthwise.weight.contiguous(), conv.activation is not None)
-
-
 def _conv1x1(conv, x, addend=None, depthwise=None):
     """``conv(x)`` for a 1x1, stride-1, ungrouped detectron2 ``Conv2d`` (with its norm /
     activation), or ``addend + conv(x)`` when ``addend`` is given (a conv without bias, norm or
-    activation; ``addend`` is then overwritten with the sum in eager mode). With ``depthwise``
-    (a depth-wise ``Conv2d``), ``conv(depthwise(x))``.
+    activation; ``addend`` is then overwritten with the sum in the ``inference`` mode). With
+    ``depthwise`` (a depth-wise ``Conv2d``), ``conv(depthwise(x))``.
 
-    On CPU, eager inference without ``addend`` runs :func:`_native_inference` (depth-wise conv,
-    1x1 conv, folded norm and ReLU in one native pass). Otherwise this is one GEMM on the
-    (B, C, H*W) view of an NCHW tensor (:func:`_gemm1x1`), with the bias or the addend as the
-    GEMM's additive input: the same sum without the NCHW <-> blocked-layout reorders oneDNN
-    makes around each ``F.conv2d`` of the kernel generators' narrow 1x1 convs, and without a
-    separate pass for the sum. A BatchNorm on running statistics is folded into the GEMM (weight
-    rows scaled, shift as the additive input), so it costs no pass either. Other devices,
-    non-contiguous inputs and JIT traces for counting (so fvcore's FLOP counter sees the convs
-    it counts, see :func:`.backend.deployment_tracing`) call the module unchanged.
+    The dispatch picks the form (:func:`.dispatch.native_pointwise`,
+    :func:`.dispatch.conv1x1_form`): ``dcdc::pointwise_inference`` (depth-wise conv, 1x1 conv,
+    folded norm and ReLU in one native pass), one GEMM on the (B, C, H*W) view of an NCHW tensor
+    (:func:`_gemm1x1`, with the bias or the addend as the GEMM's additive input and a BatchNorm
+    on running statistics folded in: the same sum without the NCHW <-> blocked-layout reorders
+    oneDNN makes around each ``F.conv2d`` of the generators' narrow 1x1 convs, and without a
+    separate pass for the sum or the norm), or the module itself.
     """
     if (not _plain_1x1(conv)
             or (addend is not None
                 and (conv.bias is not None or conv.norm is not None or conv.activation is not None))):
         raise ValueError(f"_conv1x1 got a conv it does not compute: {conv}")
-    if addend is None:
-        y = _native_inference(conv, x, depthwise)
-        if y is not None:
-            return y
+    if addend is None and dispatch.native_pointwise(
+            conv, x, depthwise,
+            folds=_folds(conv.norm) and isinstance(conv.activation, (type(None), nn.ReLU))):
+        weight, bias, _ = _fold_norm(conv)
+        return torch.ops.dcdc.pointwise_inference(
+            x, weight.flatten(1).t().contiguous(), bias,
+            None if depthwise is None else depthwise.weight, conv.activation is not None)
     if depthwise is not None:
         x = depthwise_conv(depthwise, x)
-    if (x.device.type != "cpu" or not x.is_contiguous() or x.numel() == 0 or tracing_convs()):
+    if dispatch.conv1x1_form(conv, x) == "module":
         y = conv(x)
         return y if addend is None else addend + y
     weight, bias, norm = _fold_norm(conv)
@@ -169,17 +139,12 @@ def _conv1x1(conv, x, addend=None, depthwise=None):
     return y
 
 
-def _eager_inference_blocked(x):
-    """Whether a trace, a compile or autocast (whose dtype the inference-only paths would not
-    follow) rules out :func:`folded_conv`'s and :func:`norm_relu_`'s fast paths."""
-    return _in_graph() or torch.is_autocast_enabled(x.device.type)
-
-
 def folded_conv(conv, x):
     """``conv(x)`` for a detectron2 ``Conv2d`` with its norm and activation (the convs of the
     DCDC-ResNet blocks), computed with fewer passes in eager CPU inference.
 
-    There (nothing needs a gradient, no trace, no compile, no autocast) a 1x1, stride-1,
+    There (the dispatch's ``inference`` mode: nothing needs a gradient, no trace, no compile,
+    no autocast) a 1x1, stride-1,
     ungrouped conv of at most 512 input and output channels runs :func:`_conv1x1`: norm folded
     in, one output tensor, none of oneDNN's NCHW <-> blocked reorders. oneDNN's own conv is as
     fast on the wider 1x1 convs of res4 / res5 (``benchmarks/bench_layers.py``). Any other conv
@@ -187,8 +152,7 @@ def folded_conv(conv, x):
     weight and bias: no separate norm pass and one fresh tensor fewer. Elsewhere this is
     ``conv(x)``.
     """
-    if (x.device.type != "cpu" or conv.padding_mode != "zeros" or _eager_inference_blocked(x)
-            or _needs_grad(x, *conv.parameters())):
+    if conv.padding_mode != "zeros" or not dispatch.fast_inference(x, conv):
         return conv(x)
     if _plain_1x1(conv) and max(conv.weight.shape[:2]) <= 512:
         return _conv1x1(conv, x)
@@ -203,8 +167,7 @@ def norm_relu_(norm, y):
     """``relu(norm(y))`` for the fresh output ``y`` of a block's spatial operator. In eager CPU
     inference with a BatchNorm on running statistics it is computed in place in ``y`` (as
     ``y * scale + shift``, equal up to rounding), without another tensor of ``y``'s size."""
-    if (y.device.type != "cpu" or _eager_inference_blocked(y)
-            or _needs_grad(y, *norm.parameters())):
+    if not dispatch.fast_inference(y, norm):
         return F.relu_(norm(y))
     affine = _frozen_affine(norm)
     if affine is None:
@@ -234,9 +197,8 @@ def _gemm1x1(weight, x, bias=None, addend=None):
     # sum is functional.
     if add is None:
         y = torch.bmm(weight, flat)
-    elif (addend is not None and not _needs_grad(add, weight, flat)
-          and not _eager_inference_blocked(x)):  # autocast: baddbmm_ would not cast its inputs
-        y = add.baddbmm_(weight, flat)
+    elif addend is not None and dispatch.fast_inference(x, add, weight, flat):
+        y = add.baddbmm_(weight, flat)  # (not under autocast: baddbmm_ would not cast its inputs)
     else:
         y = torch.baddbmm(add, weight, flat)
     return y.view(batch, -1, height, width)
@@ -382,8 +344,8 @@ class GSI(nn.Module):
         :class:`DCDCConv2d` adds the LSA branch without another pass over the output)."""
         _check_input(self, x)
         z = _conv1x1(self.reduce, x)
-        if (self.dynamic and self.kernel_size == 1 and not tracing_convs()
-                and z.device.type == "cpu" and z.numel() > 0):
+        if (self.dynamic and self.kernel_size == 1
+                and dispatch.conv1x1_form(self.expand, z) == "gemm"):
             # Eq. 8 with k = 1 then the expansion: one GEMM per sample with a C x m weight,
             # without the m-channel map P_b z. (Traces for counting keep the two steps, whose
             # convs FLOP counters count.)
@@ -456,9 +418,8 @@ class DCDCConv2d(nn.Module):
 
     def forward(self, x):
         _check_input(self, x)
-        y = self._fused_inference(x)
-        if y is not None:
-            return y
+        if dispatch.fused_operator(self, x):
+            return self._fused_inference(x)
         y = self.lsa(x)
         if self.gsi is not None:
             return self.gsi._forward_plus(x, y)
@@ -467,26 +428,14 @@ class DCDCConv2d(nn.Module):
         return y
 
     def _fused_inference(self, x):
-        """LSA(x) + GSI(x) in one native pass, or None where that does not apply.
-
-        It applies where the LSA runs its fused native kernel in eager inference (CPU, float32
-        input and parameters, native backend, maps at least NATIVE_MIN_WIDTH wide, nothing needs
-        a gradient, no trace, compile or autocast) with the dynamic 1x1 GSI: the kernel adds
+        """LSA(x) + GSI(x) by ``dcdc::lsa_gsi_inference``: the fused native LSA kernel adds
         GSI's (E P_b) Z to each output tile while it is in cache, instead of a pass over the
-        whole output afterwards.
-        """
+        whole output afterwards (the dispatch's ``fused`` rows)."""
         gsi, lsa = self.gsi, self.lsa
-        if (gsi is None or not gsi.dynamic or gsi.kernel_size != 1 or x.device.type != "cpu"
-                or x.shape[0] == 0 or -(-x.shape[-1] // self.stride) < NATIVE_MIN_WIDTH
-                or any(t.dtype != torch.float32 for t in (x, *self.parameters()))
-                or _eager_inference_blocked(x) or _needs_grad(x, *self.parameters())
-                or resolve_backend(x.device) != "native"):
-            return None
         z = _conv1x1(gsi.reduce, x)
-        return native.lsa_fused_forward(x.contiguous(), lsa.hidden(x).contiguous(),
-                                        lsa.span_matrix(), lsa.span.bias, lsa.kernel_size,
-                                        self.stride, gsi_z=gsi.pool(z).contiguous(),
-                                        gsi_weight=gsi.expanded_kernels(z).contiguous())
+        return torch.ops.dcdc.lsa_gsi_inference(x, lsa.hidden(x), lsa.span_matrix(),
+                                                lsa.span.bias, lsa.kernel_size, self.stride,
+                                                gsi.pool(z), gsi.expanded_kernels(z))
 
     def extra_repr(self):
         return f"channels={self.channels}, stride={self.stride}, global_branch={self.global_branch}"

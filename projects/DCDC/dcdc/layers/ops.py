@@ -11,30 +11,51 @@ Registered here, each with a schema, a fake (meta) kernel for ``torch.compile`` 
 ``dcdc::lsa_generate_aggregate_backward(...)``         (grad_x, grad_hidden, grad_weight, grad_bias)
 ``dcdc::depthwise_conv(x, weight)``                    depth-wise KxK conv, stride 1, padding K // 2
 ``dcdc::depthwise_conv_backward(go, x, weight, need_x, need_weight)``  its gradients
+``dcdc::lsa_gsi_inference(x, hidden, weight, bias, K, stride, gsi_z, gsi_weight)``  inference
+                                                       only: ``lsa_generate_aggregate`` plus
+                                                       GSI's ``gsi_weight[b] @ gsi_z[b]`` added
+                                                       per output tile, one native pass
+``dcdc::pointwise_inference(x, weight_t, bias, dw_weight, relu)``  inference only: a 1x1 conv
+                                                       (``weight_t``: (C_in, C_out)), after an
+                                                       optional depth-wise conv, + bias, ReLU
 =====================================================  ============================================
+
+The two inference ops have no autograd and run the native CPU kernels only (float32); the
+dispatch (:mod:`.dispatch`) calls them in its ``inference`` rows, where nothing needs a gradient.
 
 A gradient that is not asked for (``need_* = False``, or no bias) is returned as an empty
 tensor of shape (0,), since an operator cannot return None there.
 
-Each kernel dispatches on :func:`.backend.resolve_backend` (the ``DCDC_BACKEND`` variable) at
-call time: the native CPU kernels, the Triton kernels (the family ``DCDC_TRITON_KERNELS`` names;
-float64 runs the composite, the kernels sum in float32), or the exact PyTorch composite below.
+Each kernel asks :mod:`.dispatch` at call time which kernels run (``DCDC_BACKEND``, device,
+dtype, shape): the native CPU kernels ``dcdc._C`` (called from this module only), the Triton
+kernels (the family ``DCDC_TRITON_KERNELS`` names; float64 runs the composite, the kernels sum
+in float32), or the exact PyTorch composite below.
 Outputs are contiguous (NCHW) whatever the input layout.
 """
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import backend
+import logging
+
+from . import dispatch
 
 __all__ = ["check_aggregate_inputs", "check_generator_inputs", "generate_kernels",
-           "lsa_aggregate_composite"]
+           "lsa_aggregate_composite", "native_available"]
 
-# The native float32 kernels work in tiles of 16 output columns (TW in csrc/simd.h); the fused
-# entry points need maps at least that wide.
-NATIVE_MIN_WIDTH = 16
-# Kernel sizes the native depth-wise conv is compiled for (csrc/depthwise_conv.cpp).
-NATIVE_DEPTHWISE_SIZES = (3, 5, 7)
+logger = logging.getLogger(__name__)
+
+# The native CPU kernels: called from this module only, inside the ops' implementations.
+try:  # built by setup.py when a C++ compiler is present; optional
+    from .. import _C as _native
+except ImportError as e:  # not built, or built against another torch
+    _native = None
+    logger.debug("dcdc._C not available (%s): CPU tensors use the PyTorch composite", e)
+
+
+def native_available():
+    """Whether the native CPU kernels ``dcdc._C`` were built and import."""
+    return _native is not None
 
 
 def _ceil_div(a, b):
@@ -178,47 +199,24 @@ def _triton():
     return triton_kernels
 
 
-# The Triton kernels sum in float32: the precision of float32 inputs, more than fp16 / bf16
-# have. float64 inputs (which float32 sums would leave ~2e-7 off, relative) run the exact
-# composite instead, even under DCDC_BACKEND=triton.
-TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _aggregate_backend(x):
-    """The backend that aggregates ``x``: :func:`.backend.resolve_backend`'s, except that a dtype
-    outside TRITON_DTYPES (float64) goes from triton to the torch composite."""
-    which = backend.resolve_backend(x.device)
-    if which == "triton" and x.dtype not in TRITON_DTYPES:
-        return "torch"
-    return which
-
-
 def _aggregate_forward(x, kernels, kernel_size, stride):
-    which = _aggregate_backend(x)
+    which = dispatch.kernel_backend(x)
     if which == "native":
-        return backend.native.lsa_forward(x, kernels, kernel_size, stride)
+        return _native.lsa_forward(x, kernels, kernel_size, stride)
     if which == "triton":
-        return _triton().lsa_forward(x, kernels, kernel_size, stride, backend.triton_family())
+        return _triton().lsa_forward(x, kernels, kernel_size, stride, dispatch.triton_family())
     return lsa_aggregate_composite(x, kernels, kernel_size, stride)
 
 
 def _aggregate_backward(grad_out, x, kernels, kernel_size, stride, need_x, need_kernels):
-    which = _aggregate_backend(x)
+    which = dispatch.kernel_backend(x)
     if which == "native":
-        return backend.native.lsa_backward(grad_out, x, kernels, kernel_size, stride,
-                                           need_x, need_kernels)
+        return _native.lsa_backward(grad_out, x, kernels, kernel_size, stride, need_x,
+                                    need_kernels)
     if which == "triton":
         return _triton().lsa_backward(grad_out, x, kernels, kernel_size, stride,
-                                      need_x, need_kernels, backend.triton_family())
+                                      need_x, need_kernels, dispatch.triton_family())
     return _torch_backward(grad_out, x, kernels, kernel_size, stride, need_x, need_kernels)
-
-
-def _native_fused_applies(x, hidden, weight, bias):
-    """The fused native kernel: CPU float32, maps at least NATIVE_MIN_WIDTH wide, non-empty."""
-    return (backend.resolve_backend(x.device) == "native"
-            and x.dtype == hidden.dtype == weight.dtype == torch.float32
-            and (bias is None or bias.dtype == torch.float32)
-            and hidden.shape[-1] >= NATIVE_MIN_WIDTH and x.shape[0] > 0)
 
 
 # ---------------------------------------------------------------- dcdc::lsa_aggregate
@@ -287,9 +285,9 @@ def lsa_generate_aggregate_op(x: Tensor, hidden: Tensor, weight: Tensor, bias: T
                               kernel_size: int, stride: int) -> Tensor:
     kernel_shape = check_generator_inputs(x, hidden, weight, bias, kernel_size, stride)
     _check_same(x, hidden, weight, bias)
-    if _native_fused_applies(x, hidden, weight, bias):
+    if dispatch.fused_generation(x, hidden, weight, bias):
         # kernels generated row by row in cache: the B x G*K^2 x H' x W' tensor is never written
-        return backend.native.lsa_fused_forward(x, hidden, weight, bias, kernel_size, stride)
+        return _native.lsa_fused_forward(x, hidden, weight, bias, kernel_size, stride)
     kernels = generate_kernels(hidden, weight, bias, kernel_shape[1])
     return _aggregate_forward(x, kernels, kernel_size, stride)
 
@@ -310,15 +308,15 @@ def lsa_generate_aggregate_backward_op(
     grad_out = grad_out.to(x.dtype).contiguous()
     need_generator = need_hidden or need_weight or need_bias
     grad_x = grad_hidden = grad_weight = grad_bias = None
-    if _native_fused_applies(x, hidden, weight, bias):
+    if dispatch.fused_generation(x, hidden, weight, bias):
         # backward regenerates the kernels for dL/dx only; the generator's gradients come from
         # kernel-gradient rows made in cache
         if need_x:
             kernels = generate_kernels(hidden, weight, bias, groups)
-            grad_x, _ = backend.native.lsa_backward(grad_out, x, kernels, kernel_size, stride,
-                                                    True, False)
+            grad_x, _ = _native.lsa_backward(grad_out, x, kernels, kernel_size, stride, True,
+                                             False)
         if need_generator:
-            grad_hidden, grad_weight, grad_bias = backend.native.lsa_fused_backward_generator(
+            grad_hidden, grad_weight, grad_bias = _native.lsa_fused_backward_generator(
                 grad_out, x, hidden, weight, kernel_size, stride)
             # the native kernel returns both as views of one buffer; op outputs must not alias
             grad_bias = grad_bias.clone()
@@ -375,16 +373,11 @@ def _check_depthwise(x, weight):
     _check_same(x, weight)
 
 
-def _native_depthwise_applies(x, weight):
-    return (backend.resolve_backend(x.device) == "native" and x.dtype == torch.float32
-            and x.numel() > 0 and weight.shape[-1] in NATIVE_DEPTHWISE_SIZES)
-
-
 @torch.library.custom_op("dcdc::depthwise_conv", mutates_args=())
 def depthwise_conv_op(x: Tensor, weight: Tensor) -> Tensor:
     _check_depthwise(x, weight)
-    if _native_depthwise_applies(x, weight):
-        return backend.native.depthwise_forward(x, weight)
+    if dispatch.native_depthwise(x, weight):
+        return _native.depthwise_forward(x, weight)
     k = weight.shape[-1]
     return F.conv2d(x, weight, padding=k // 2, groups=x.shape[1]).contiguous()
 
@@ -399,9 +392,9 @@ def _(x, weight):
 def depthwise_conv_backward_op(grad_out: Tensor, x: Tensor, weight: Tensor, need_x: bool,
                                need_weight: bool) -> tuple[Tensor, Tensor]:
     grad_out = grad_out.to(x.dtype)
-    if _native_depthwise_applies(x, weight):
-        grad_x, grad_weight = backend.native.depthwise_backward(grad_out, x, weight, need_x,
-                                                                need_weight)
+    if dispatch.native_depthwise(x, weight):
+        grad_x, grad_weight = _native.depthwise_backward(grad_out, x, weight, need_x,
+                                                         need_weight)
     else:
         k = weight.shape[-1]
         grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
@@ -430,3 +423,73 @@ def _depthwise_grad(ctx, grad_out):
 
 
 depthwise_conv_op.register_autograd(_depthwise_grad, setup_context=_depthwise_setup)
+
+
+# ---------------------------------------------------------------- the inference-only ops
+
+def _require_native(name, *tensors):
+    if _native is None:
+        raise RuntimeError(f"dcdc::{name} runs the native CPU kernels, and dcdc._C was not built "
+                           "(reinstall with a C++ compiler); the dispatch does not choose it "
+                           "then.")
+    if any(t is not None and (t.device.type != "cpu" or t.dtype != torch.float32)
+           for t in tensors):
+        raise ValueError(f"dcdc::{name} takes CPU float32 tensors, got "
+                         f"{[(str(t.dtype), str(t.device)) for t in tensors if t is not None]}.")
+
+
+def _check_lsa_gsi(x, hidden, weight, bias, kernel_size, stride, gsi_z, gsi_weight):
+    check_generator_inputs(x, hidden, weight, bias, kernel_size, stride)
+    _check_same(x, hidden, weight, bias, gsi_z, gsi_weight)
+    out_hw = tuple(hidden.shape[2:])
+    if (gsi_z.dim() != 4 or gsi_weight.dim() != 3 or tuple(gsi_z.shape[2:]) != out_hw
+            or gsi_weight.shape != (x.shape[0], x.shape[1], gsi_z.shape[1])
+            or gsi_z.shape[0] != x.shape[0]):
+        raise ValueError(f"gsi_z {tuple(gsi_z.shape)} and gsi_weight {tuple(gsi_weight.shape)} "
+                         f"do not fit x {tuple(x.shape)}: need (B, m, H', W') and (B, C, m).")
+
+
+@torch.library.custom_op("dcdc::lsa_gsi_inference", mutates_args=())
+def lsa_gsi_inference_op(x: Tensor, hidden: Tensor, weight: Tensor, bias: Tensor | None,
+                         kernel_size: int, stride: int, gsi_z: Tensor, gsi_weight: Tensor
+                         ) -> Tensor:
+    _check_lsa_gsi(x, hidden, weight, bias, kernel_size, stride, gsi_z, gsi_weight)
+    _require_native("lsa_gsi_inference", x, hidden, weight, bias, gsi_z, gsi_weight)
+    return _native.lsa_fused_forward(x.contiguous(), hidden.contiguous(), weight.contiguous(),
+                                     bias, kernel_size, stride, gsi_z=gsi_z.contiguous(),
+                                     gsi_weight=gsi_weight.contiguous())
+
+
+@lsa_gsi_inference_op.register_fake
+def _(x, hidden, weight, bias, kernel_size, stride, gsi_z, gsi_weight):
+    _check_lsa_gsi(x, hidden, weight, bias, kernel_size, stride, gsi_z, gsi_weight)
+    return x.new_empty(x.shape[0], x.shape[1], hidden.shape[2], hidden.shape[3])
+
+
+def _check_pointwise(x, weight_t, bias, dw_weight):
+    _check_same(x, weight_t, bias, dw_weight)
+    if (x.dim() != 4 or weight_t.dim() != 2 or weight_t.shape[0] != x.shape[1]
+            or (bias is not None and tuple(bias.shape) != (weight_t.shape[1],))
+            or (dw_weight is not None and (dw_weight.dim() != 4
+                                           or tuple(dw_weight.shape[:2]) != (x.shape[1], 1)))):
+        raise ValueError(
+            f"pointwise_inference needs x (B, C, H, W), weight_t (C, M), bias (M,) or None and "
+            f"dw_weight (C, 1, K, K) or None; got {tuple(x.shape)}, {tuple(weight_t.shape)}, "
+            f"{None if bias is None else tuple(bias.shape)}, "
+            f"{None if dw_weight is None else tuple(dw_weight.shape)}.")
+
+
+@torch.library.custom_op("dcdc::pointwise_inference", mutates_args=())
+def pointwise_inference_op(x: Tensor, weight_t: Tensor, bias: Tensor | None,
+                           dw_weight: Tensor | None, relu: bool) -> Tensor:
+    _check_pointwise(x, weight_t, bias, dw_weight)
+    _require_native("pointwise_inference", x, weight_t, bias, dw_weight)
+    return _native.pointwise_forward(x.contiguous(), weight_t.contiguous(),
+                                     None if bias is None else bias.contiguous(),
+                                     None if dw_weight is None else dw_weight.contiguous(), relu)
+
+
+@pointwise_inference_op.register_fake
+def _(x, weight_t, bias, dw_weight, relu):
+    _check_pointwise(x, weight_t, bias, dw_weight)
+    return x.new_empty(x.shape[0], weight_t.shape[1], x.shape[2], x.shape[3])

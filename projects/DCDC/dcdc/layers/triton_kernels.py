@@ -1,13 +1,13 @@
 """Triton kernels of the LSA aggregation (Eq. 5): forward, and backward to ``x`` and ``kernels``.
 
-The ``triton`` backend of ``torch.ops.dcdc.lsa_aggregate`` (see :mod:`.backend`): CUDA tensors,
+The ``triton`` backend of ``torch.ops.dcdc.lsa_aggregate`` (see :mod:`.dispatch`): CUDA tensors,
 or CPU tensors under ``TRITON_INTERPRET=1`` (Triton's interpreter, how CI runs these kernels
 without a GPU). Any strides (contiguous, channels_last, non-contiguous views) are read as they
 are; outputs are contiguous NCHW in the input dtype; products are summed in float32, so the
 dispatch in :mod:`.ops` sends float64 to the exact PyTorch composite instead.
 
 Two families of the same three kernels, chosen per call by ``DCDC_TRITON_KERNELS`` (read in
-:func:`.backend.triton_family`, passed here as ``family``):
+:func:`.dispatch.triton_family`, passed here as ``family``):
 
 * ``simple`` (the default, and the reference): one program per (sample, channel) and block of
   ``BLOCK`` output pixels for the forward, K^2 taps unrolled; the backward to ``x`` in the gather
@@ -55,7 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .backend import TRITON_KERNELS as FAMILIES
+from .dispatch import TRITON_KERNELS as FAMILIES
 
 __all__ = ["lsa_forward", "lsa_backward", "FAMILIES", "PASSES", "SPECIALIZATIONS",
            "TILED_CONFIGS", "specialization_launches"]
