@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from detectron2.layers import Conv2d
 
 from dcdc.layers import aggregation
-from dcdc.layers.depthwise import native_depthwise_applies, depthwise_conv
+from dcdc.layers.depthwise import depthwise_conv
+from dcdc.layers.dispatch import depthwise_form
 
 needs_native = pytest.mark.skipif(not aggregation.native_available(),
                                   reason="dcdc._C not built (no compiler at install)")
@@ -27,7 +28,7 @@ def test_native_depthwise_matches_float64_conv(shape, k):
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
     x = torch.randn(shape, generator=gen).requires_grad_(True)
     grad = torch.randn(shape, generator=gen)
-    assert native_depthwise_applies(conv, x)
+    assert depthwise_form(conv, x) == "dcdc"
     out = depthwise_conv(conv, x)
     out.backward(grad)
     x64 = x.detach().double().requires_grad_(True)
@@ -67,5 +68,5 @@ def test_native_depthwise_threads_agree_and_partial_grads():
 ], ids=["stride", "k9", "bias", "float64", "grouped"])
 def test_other_convs_use_the_module(conv, x):
     conv = conv.to(x.dtype)
-    assert not native_depthwise_applies(conv, x)
+    assert depthwise_form(conv, x) == "module"
     torch.testing.assert_close(depthwise_conv(conv, x), conv(x))

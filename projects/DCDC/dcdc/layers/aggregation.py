@@ -42,18 +42,6 @@ __all__ = [
 ]
 
 
-def _common_dtype(x, *tensors):
-    """The dtype the op runs in: the autocast dtype when autocast is on for x's device (no
-    silent upcast to float32), else the promoted dtype of the floating inputs."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    dtype = x.dtype
-    for t in tensors:
-        if t is not None:
-            dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
-
-
 def lsa_aggregate(x, kernels, kernel_size, stride=1):
     """Aggregate ``x`` with per-pixel kernels (paper Eq. 5).
 
@@ -69,7 +57,7 @@ def lsa_aggregate(x, kernels, kernel_size, stride=1):
         dtype under ``torch.autocast``).
     """
     check_aggregate_inputs(x, kernels, kernel_size, stride)
-    dtype = _common_dtype(x, kernels)
+    dtype = dispatch.compute_dtype(x, kernels)
     return torch.ops.dcdc.lsa_aggregate(x.to(dtype), kernels.to(dtype), kernel_size, stride)
 
 
@@ -88,7 +76,7 @@ def lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride=1):
     everything else runs ``torch.ops.dcdc.lsa_generate_aggregate``.
     """
     kernel_shape = check_generator_inputs(x, hidden, weight, bias, kernel_size, stride)
-    dtype = _common_dtype(x, hidden, weight, bias)
+    dtype = dispatch.compute_dtype(x, hidden, weight, bias)
     x, hidden, weight = x.to(dtype), hidden.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
     if dispatch.counting():

@@ -44,11 +44,19 @@ mode          when                                                   what the la
 An unknown value, or a backend that cannot run the given tensors, raises ``RuntimeError``
 naming the choices.
 
-**The table.** Together they give the path of a call; :data:`TABLE` is the whole decision for
-``DCDCConv2d`` with its GSI branch (the paper's operator; LSA-only and involution take the same
-rows minus the GSI), each row checked by ``tests/test_dispatch.py``. Shape limits: the native
-fused ops need maps at least :data:`NATIVE_MIN_WIDTH` wide (narrower ones take the row below),
-the native depth-wise conv K in :data:`NATIVE_DEPTHWISE_SIZES`, stride 1.
+**The table.** Together they give the path of a call, :func:`plan` of its :class:`Facts`; every
+site of the layers asks ``plan`` through the functions below. :data:`TABLE` spells the whole
+decision out for ``DCDCConv2d`` with its GSI branch (the paper's operator; LSA-only and
+involution take the same rows minus the GSI); ``tests/test_dispatch.py`` checks ``plan``
+against every row and runs every CPU row (every CUDA row where a GPU is present) through
+:func:`explain`. Shape limits: the native fused ops need maps at least :data:`NATIVE_MIN_WIDTH`
+wide (``wide``), the native depth-wise conv K in :data:`NATIVE_DEPTHWISE_SIZES`, stride 1;
+non-contiguous maps run the module convs. So, for ``DCDCConv2d(64)``: CPU float32 in eval
+without autograd runs ``dcdc::lsa_gsi_inference`` with ``dcdc::pointwise_inference``; under
+CPU bf16 autocast, GEMMs and the native aggregation in bf16; with a gradient, GEMMs and the
+native fused generation with its autograd; on CUDA in bf16, cuDNN convs and the Triton
+kernels; inside ``torch.export``, GEMM forms and ``dcdc::lsa_generate_aggregate`` /
+``dcdc::depthwise_conv`` (their fake kernels at export, the same kernels at run time).
 
 Inference fusion is decided here, not by an explicit model-rewriting step: the ``inference``
 rows fold norms and fuse kernels at call time from the module's own parameters, so a model is
@@ -68,11 +76,12 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MODES", "BACKENDS", "TRITON_KERNELS", "TABLE", "Row", "mode", "kernel_backend",
-           "resolve_backend", "triton_family", "native_available", "triton_available",
-           "deployment_tracing", "counting", "fused_operator", "conv1x1_form",
-           "native_pointwise", "native_depthwise", "fused_generation", "explain", "decide",
-           "NATIVE_MIN_WIDTH", "NATIVE_DEPTHWISE_SIZES"]
+__all__ = ["MODES", "BACKENDS", "TRITON_KERNELS", "TABLE", "Facts", "Path", "plan", "facts",
+           "mode", "explain", "deployment_tracing", "counting", "resolve_backend",
+           "triton_family", "native_available", "triton_available", "kernel_backend",
+           "fused_generation", "native_depthwise", "compute_dtype", "fused_operator", "depthwise_form",
+           "native_pointwise", "conv1x1_form", "fast_inference", "NATIVE_MIN_WIDTH",
+           "NATIVE_DEPTHWISE_SIZES"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,23 +102,24 @@ NATIVE_DEPTHWISE_SIZES = (3, 5, 7)
 @dataclass(frozen=True)
 class Facts:
     """What a decision depends on. ``dtype``: the dtype the call computes in (the autocast dtype
-    under autocast); ``wide``: the output maps are at least NATIVE_MIN_WIDTH wide; ``backend``:
-    :func:`resolve_backend`'s answer for the device."""
+    under autocast); ``backend``: :func:`resolve_backend`'s answer for the device; ``wide``: the
+    output maps are at least NATIVE_MIN_WIDTH wide."""
     mode: str
     device: str
     dtype: str
-    wide: bool
     backend: str
+    wide: bool
 
 
 @dataclass(frozen=True)
 class Path:
     """What ``DCDCConv2d`` runs (see the table): ``operator`` fused / branches / counted;
-    ``kernels`` of the dcdc aggregation ops; ``convs``: the generators' 1x1 convs
-    (pointwise / gemm / module); ``depthwise``: the generators' depth-wise convs."""
+    ``kernels`` of the dcdc aggregation ops; ``convs``: the forms of the 1x1 convs (pointwise /
+    gemm / module); ``depthwise``: of the generators' depth-wise convs (dcdc / pointwise /
+    module)."""
     operator: str
     kernels: str
-    convs: str
+    convs: tuple
     depthwise: tuple
 
 
@@ -133,14 +143,15 @@ def plan(f):
         # counted: the generator's last 1x1 conv is a conv, then dcdc::lsa_aggregate
         kernels = generation_kernels(f.device, f.dtype, f.wide and f.mode != "count", f.backend)
     if not cpu or f.mode == "count":
-        convs = "module"
+        convs = ("module",)
     elif f.mode == "inference" and f32 and native:
-        convs = "pointwise"
+        # unfused, GSI's expansion (one C x m matrix per sample) is a GEMM summed into LSA's
+        convs = ("pointwise",) if fused else ("gemm", "pointwise")
     else:
-        convs = "gemm"
+        convs = ("gemm",)
     if not cpu or not f32 or f.mode in ("count", "autocast"):
         depthwise = ("module",)
-    elif convs == "pointwise":   # the first inside the pointwise pass, the second alone
+    elif "pointwise" in convs:   # the first inside the pointwise pass, the second alone
         depthwise = ("dcdc", "pointwise")
     else:
         depthwise = ("dcdc",)
@@ -158,26 +169,45 @@ _TRITON_DTYPE_NAMES = ("float32", "float16", "bfloat16")
 # gemm: one GEMM on the (B, C, H*W) view, norm folded when it uses running statistics;
 # module: the detectron2 Conv2d itself; dcdc: dcdc::depthwise_conv (native NCHW kernel).
 TABLE = (
-    # mode        device  dtype       backend   wide    operator    kernels                    convs        depthwise
-    (("inference", "cpu", "float32", "native", True), ("fused", "native", "pointwise", ("dcdc", "pointwise"))),
-    (("inference", "cpu", "float32", "native", False), ("branches", "native", "pointwise", ("dcdc", "pointwise"))),
-    (("inference", "cpu", "float32", "torch", True), ("branches", "torch", "gemm", ("dcdc",))),
-    (("inference", "cpu", "bfloat16", "native", True), ("branches", "native", "gemm", ("module",))),
-    (("inference", "cpu", "float64", "native", True), ("branches", "native", "gemm", ("module",))),
-    (("autocast", "cpu", "bfloat16", "native", True), ("branches", "native", "gemm", ("module",))),
-    (("autograd", "cpu", "float32", "native", True), ("branches", "native fused generation", "gemm", ("dcdc",))),
-    (("autograd", "cpu", "float32", "native", False), ("branches", "native", "gemm", ("dcdc",))),
-    (("autograd", "cpu", "float64", "native", True), ("branches", "native", "gemm", ("module",))),
-    (("autograd", "cpu", "bfloat16", "native", True), ("branches", "native", "gemm", ("module",))),
-    (("count", "cpu", "float32", "native", True), ("counted", "native", "module", ("module",))),
-    (("graph", "cpu", "float32", "native", True), ("branches", "native fused generation", "gemm", ("dcdc",))),
-    (("inference", "cuda", "float32", "triton", True), ("branches", "triton", "module", ("module",))),
-    (("inference", "cuda", "float64", "triton", True), ("branches", "torch", "module", ("module",))),
-    (("autocast", "cuda", "bfloat16", "triton", True), ("branches", "triton", "module", ("module",))),
-    (("autograd", "cuda", "float32", "triton", True), ("branches", "triton", "module", ("module",))),
-    (("autograd", "cuda", "bfloat16", "triton", True), ("branches", "triton", "module", ("module",))),
-    (("graph", "cuda", "bfloat16", "triton", True), ("branches", "triton", "module", ("module",))),
-    (("inference", "cuda", "float32", "torch", True), ("branches", "torch", "module", ("module",))),
+    # (mode, device, dtype, backend, wide) -> (operator, kernels, 1x1 convs, depth-wise convs)
+    (("inference", "cpu", "float32", "native", True),
+     ("fused", "native", ("pointwise",), ("dcdc", "pointwise"))),
+    (("inference", "cpu", "float32", "native", False),
+     ("branches", "native", ("gemm", "pointwise"), ("dcdc", "pointwise"))),
+    (("inference", "cpu", "float32", "torch", True),
+     ("branches", "torch", ("gemm",), ("dcdc",))),
+    (("inference", "cpu", "bfloat16", "native", True),
+     ("branches", "native", ("gemm",), ("module",))),
+    (("inference", "cpu", "float64", "native", True),
+     ("branches", "native", ("gemm",), ("module",))),
+    (("autocast", "cpu", "bfloat16", "native", True),
+     ("branches", "native", ("gemm",), ("module",))),
+    (("autograd", "cpu", "float32", "native", True),
+     ("branches", "native fused generation", ("gemm",), ("dcdc",))),
+    (("autograd", "cpu", "float32", "native", False),
+     ("branches", "native", ("gemm",), ("dcdc",))),
+    (("autograd", "cpu", "float64", "native", True),
+     ("branches", "native", ("gemm",), ("module",))),
+    (("autograd", "cpu", "bfloat16", "native", True),
+     ("branches", "native", ("gemm",), ("module",))),
+    (("count", "cpu", "float32", "native", True),
+     ("counted", "native", ("module",), ("module",))),
+    (("graph", "cpu", "float32", "native", True),
+     ("branches", "native fused generation", ("gemm",), ("dcdc",))),
+    (("inference", "cuda", "float32", "triton", True),
+     ("branches", "triton", ("module",), ("module",))),
+    (("inference", "cuda", "float64", "triton", True),
+     ("branches", "torch", ("module",), ("module",))),
+    (("autocast", "cuda", "bfloat16", "triton", True),
+     ("branches", "triton", ("module",), ("module",))),
+    (("autograd", "cuda", "float32", "triton", True),
+     ("branches", "triton", ("module",), ("module",))),
+    (("autograd", "cuda", "bfloat16", "triton", True),
+     ("branches", "triton", ("module",), ("module",))),
+    (("graph", "cuda", "bfloat16", "triton", True),
+     ("branches", "triton", ("module",), ("module",))),
+    (("inference", "cuda", "float32", "torch", True),
+     ("branches", "torch", ("module",), ("module",))),
 )
 
 
@@ -350,13 +380,24 @@ def _name(dtype):
     return str(dtype).replace("torch.", "")
 
 
+def compute_dtype(x, *tensors):
+    """The dtype a ``dcdc`` op on ``x`` and ``tensors`` computes in: under autocast for x's
+    device, the autocast dtype (no silent upcast to float32) unless an input is float64, which
+    autocast leaves alone as PyTorch's own ops do; else the promoted dtype of the inputs."""
+    dtype = x.dtype
+    for t in tensors:
+        if t is not None:
+            dtype = torch.promote_types(dtype, t.dtype)
+    if torch.is_autocast_enabled(x.device.type) and dtype != torch.float64:
+        return torch.get_autocast_dtype(x.device.type)
+    return dtype
+
+
 def facts(x, *others, wide=True):
     """The :class:`Facts` of a call on ``x`` (``others``: tensors and modules whose gradients it
     would carry)."""
-    m = mode(x, *others)
-    dtype = (torch.get_autocast_dtype(x.device.type)
-             if torch.is_autocast_enabled(x.device.type) else x.dtype)
-    return Facts(m, x.device.type, _name(dtype), wide, resolve_backend(x.device))
+    return Facts(mode(x, *others), x.device.type, _name(compute_dtype(x)),
+                 resolve_backend(x.device), wide)
 
 
 def fused_operator(module, x):
@@ -400,7 +441,7 @@ def native_pointwise(conv, x, depthwise=None, folds=True):
     ``folds``: the conv's norm, if any, folds (running statistics) and its activation, if any,
     is a ReLU."""
     ok = (x.is_contiguous() and x.numel() > 0 and folds and conv.weight.dtype == x.dtype
-          and plan(facts(x, conv, depthwise)).convs == "pointwise"
+          and "pointwise" in plan(facts(x, conv, depthwise)).convs
           and (depthwise is None or _depthwise_op_fits(depthwise, x)))
     if ok:
         _note("convs", "pointwise")
@@ -414,7 +455,7 @@ def conv1x1_form(conv, x):
     NCHW <-> blocked reorders around the generators' narrow 1x1 convs) or ``"module"``
     (``conv(x)``) for a 1x1 conv that :func:`native_pointwise` does not take."""
     form = "module"
-    if x.is_contiguous() and x.numel() > 0 and plan(facts(x, conv)).convs != "module":
+    if x.is_contiguous() and x.numel() > 0 and plan(facts(x, conv)).convs != ("module",):
         form = "gemm"
     return _note("convs", form)
 
@@ -424,9 +465,3 @@ def fast_inference(x, *others):
     ``inference`` mode): not with autograd (a custom op's output may not be modified), in graphs
     (functional) nor under autocast (in-place ops do not cast their inputs)."""
     return x.device.type == "cpu" and mode(x, *others) == "inference"
-
-
-def table_row(mode_, device, dtype, backend, wide):
-    """``plan`` for one condition, without running anything (how the test checks the CUDA rows
-    on a machine without a GPU)."""
-    return plan(Facts(mode_, device, dtype, wide, backend))

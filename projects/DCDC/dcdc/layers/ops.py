@@ -447,6 +447,10 @@ def _check_lsa_gsi(x, hidden, weight, bias, kernel_size, stride, gsi_z, gsi_weig
             or gsi_z.shape[0] != x.shape[0]):
         raise ValueError(f"gsi_z {tuple(gsi_z.shape)} and gsi_weight {tuple(gsi_weight.shape)} "
                          f"do not fit x {tuple(x.shape)}: need (B, m, H', W') and (B, C, m).")
+    if out_hw[1] < dispatch.NATIVE_MIN_WIDTH:
+        raise ValueError(f"lsa_gsi_inference needs output maps at least "
+                         f"{dispatch.NATIVE_MIN_WIDTH} wide (the native kernel's tile), got "
+                         f"{out_hw[1]}; dcdc::lsa_generate_aggregate takes any width.")
 
 
 @torch.library.custom_op("dcdc::lsa_gsi_inference", mutates_args=())
