@@ -12,8 +12,9 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from dcdc.modeling import build_classifier
+from dcdc.layers.variants import variant as variant_of
 from dcdc.modeling.classifier_to_d2 import (
-    VARIANTS,
+    VARIANT_NAMES,
     ConversionError,
     convert_checkpoint,
     infer_architecture,
@@ -22,11 +23,11 @@ from dcdc.modeling.classifier_to_d2 import (
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _variant_model(variant, num_classes=10, **kwargs):
-    operator, branch = VARIANTS[variant]
-    if branch not in (None, "gsi"):
-        kwargs["global_branch"] = branch
-    return build_classifier(26, operator, num_classes=num_classes, **kwargs)
+def _variant_model(name, num_classes=10, **kwargs):
+    v = variant_of(name)
+    if v.name != v.operator:  # Table III's global-branch ablations of DCDC
+        kwargs["global_branch"] = v.global_branch
+    return build_classifier(26, v.operator, num_classes=num_classes, **kwargs)
 
 
 def _save(model, path):
@@ -34,13 +35,13 @@ def _save(model, path):
     return str(path)
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(VARIANT_NAMES))
 def test_every_variant_round_trips_into_its_backbone(tmp_path, variant):
     torch.manual_seed(0)
     classifier = _variant_model(variant)
     src, dst = _save(classifier, tmp_path / "cls.pth"), str(tmp_path / "out" / "d2.pkl")
     depth, operator, kwargs, _, report = convert_checkpoint(src, dst)
-    assert (depth, operator) == (26, VARIANTS[variant][0])
+    assert (depth, operator) == (26, variant_of(variant).operator)
     assert report["dropped"] == ["linear.weight", "linear.bias"]
 
     torch.manual_seed(1)  # another initialisation: only the loaded file can make them equal

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from dcdc.modeling import DEPTHS
-from dcdc.modeling.classifier_to_d2 import HEAD_PREFIXES, VARIANTS, ConversionError, convert_checkpoint
+from dcdc.modeling.classifier_to_d2 import HEAD_PREFIXES, VARIANT_NAMES, ConversionError, convert_checkpoint
 from dcdc.utils.errors import run_main
 
 
@@ -23,7 +23,7 @@ def main(argv=None):
     parser.add_argument("input", help="classifier checkpoint (torch.save of a state dict)")
     parser.add_argument("output", help="detectron2 weights to write, e.g. pretrained/DCDC-R50.pkl")
     parser.add_argument("--depth", type=int, choices=sorted(DEPTHS), help="default: inferred")
-    parser.add_argument("--operator", choices=sorted(VARIANTS),
+    parser.add_argument("--operator", choices=VARIANT_NAMES,
                         help="classifier variant (conv_small / conv_large: the global-branch "
                              "ablations); default: inferred from the key names")
     parser.add_argument("--unsafe-load", action="store_true",

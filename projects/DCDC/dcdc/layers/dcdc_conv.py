@@ -23,12 +23,11 @@ from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 from . import dispatch
 from .aggregation import lsa_generate_aggregate
 from .depthwise import depthwise_conv
+from .variants import GLOBAL_BRANCHES, OPERATORS, variant
 
 __all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "folded_conv", "norm_relu_",
            "OPERATORS", "OPERATOR_DEFAULTS", "gsi_channels", "group_norm"]
 
-OPERATORS = ("dcdc", "lsa", "involution", "conv")
-GLOBAL_BRANCHES = ("gsi", "conv_small", "conv_large", "none")
 
 
 class _CeilAvgPool2(nn.Module):
@@ -450,22 +449,16 @@ OPERATOR_DEFAULTS = {
 
 
 def build_operator(operator, channels, kernel_size=7, stride=1, norm="BN", **operator_kwargs):
-    """The spatial operator of a DCDC-ResNet bottleneck or neck, by name.
+    """The spatial operator of a DCDC-ResNet bottleneck or neck, by name (the operators of
+    :data:`~dcdc.layers.variants.VARIANTS`).
 
     "dcdc": LSA + GSI; "lsa": LSA only; "involution": RedNet's involution (no DW convs, no GSI);
     "conv": a plain 3x3 conv (the ResNet baseline in the same layout; ``operator_kwargs`` unused).
     """
-    if operator == "conv":
+    v = variant(operator)
+    if v.name not in OPERATORS:
+        raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r} (a "
+                         f"DCDCConv2d(global_branch={v.global_branch!r}) variant).")
+    if v.kwargs is None:
         return Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
-    if operator == "lsa":
-        operator_kwargs = {**operator_kwargs, "global_branch": "none"}
-    elif operator == "involution":
-        operator_kwargs = {**operator_kwargs, "global_branch": "none", "dw_kernel_size": 0}
-    elif operator == "rednet":
-        # RedNet names the network; its operator is "involution".
-        raise ValueError('operator "rednet" is now called "involution" (RedNet is the network '
-                         'built from it); use operator="involution" / MODEL.DCDC.OPERATOR '
-                         '"involution".')
-    elif operator != "dcdc":
-        raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}.")
-    return DCDCConv2d(channels, kernel_size, stride, norm=norm, **operator_kwargs)
+    return DCDCConv2d(channels, kernel_size, stride, norm=norm, **{**operator_kwargs, **v.kwargs})

@@ -22,22 +22,15 @@ import torch
 
 from ..layers import build_operator
 from ..layers.dcdc_conv import gsi_channels
+from ..layers.variants import VARIANTS, variant as variant_of
 from ..utils.errors import UserFileNotFoundError, UserValueError
 from .resnet import DEPTHS, build_classifier
 
-__all__ = ["VARIANTS", "ConversionError", "load_state_dict", "infer_architecture", "convert",
+__all__ = ["VARIANT_NAMES", "ConversionError", "load_state_dict", "infer_architecture", "convert",
            "write_d2_weights", "convert_checkpoint"]
 
-# Every classifier of the paper's tables by name: build_classifier's operator and the
-# global_branch of DCDCConv2d it uses (None: the operator has no global branch argument).
-VARIANTS = {
-    "dcdc": ("dcdc", "gsi"),
-    "conv_small": ("dcdc", "conv_small"),
-    "conv_large": ("dcdc", "conv_large"),
-    "lsa": ("lsa", None),
-    "involution": ("involution", None),
-    "conv": ("conv", None),
-}
+# Every classifier of the paper's tables, by the names of dcdc.layers.variants.
+VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 WRAPPERS = ("state_dict", "model", "model_state", "state_dict_ema")
 PREFIXES = ("module.", "model.", "backbone.", "bottom_up.")
 HEAD_PREFIXES = ("linear.", "fc.", "head.")
@@ -87,9 +80,10 @@ def load_state_dict(path, unsafe=False):
     return out
 
 
-def _variant_kwargs(variant):
-    operator, branch = VARIANTS[variant]
-    return operator, ({} if branch in (None, "gsi") else {"global_branch": branch})
+def _variant_kwargs(name):
+    """``(operator, kwargs)`` of build_classifier for a variant of the table."""
+    v = variant_of(name)
+    return v.operator, ({"global_branch": v.global_branch} if v.name != v.operator else {})
 
 
 def _probe_keys(variant):
@@ -118,12 +112,12 @@ def _infer_depth(state_dict):
 def _infer_variant(state_dict):
     found = {k[len(PROBE):] for k in state_dict
              if k.startswith(PROBE) and not k.endswith("num_batches_tracked")}
-    matches = [v for v in VARIANTS if _probe_keys(v) == found]
+    matches = [v.name for v in VARIANTS if _probe_keys(v.name) == found]
     if len(matches) != 1:
         raise ConversionError(
             f"the tensors of {PROBE[:-1]} ({sorted(found)}) match "
             f"{'none' if not matches else ' and '.join(matches)} of the variants "
-            f"{sorted(VARIANTS)}; pass --operator."
+            f"{VARIANT_NAMES}; pass --operator."
         )
     return matches[0]
 
@@ -144,11 +138,11 @@ def _gsi_scale(state_dict):
 
 def infer_architecture(state_dict, depth=None, variant=None):
     """``(depth, operator, operator_kwargs)`` for :func:`build_classifier`, from the key names and
-    shapes of ``state_dict``; an explicit ``depth`` / ``variant`` (a key of :data:`VARIANTS`)
+    shapes of ``state_dict``; an explicit ``depth`` / ``variant`` (a name of :data:`VARIANT_NAMES`)
     replaces the inference of that part. ``operator_kwargs`` holds ``global_branch`` for the
     Table III ablations and the hyperparameters the shapes determine."""
-    if variant is not None and variant not in VARIANTS:
-        raise ConversionError(f"operator must be one of {sorted(VARIANTS)}, got {variant!r}.")
+    if variant is not None and variant not in VARIANT_NAMES:
+        raise ConversionError(f"operator must be one of {VARIANT_NAMES}, got {variant!r}.")
     depth = depth or _infer_depth(state_dict)
     variant = variant or _infer_variant(state_dict)
     operator, kwargs = _variant_kwargs(variant)
@@ -161,7 +155,7 @@ def infer_architecture(state_dict, depth=None, variant=None):
 
     if operator in ("dcdc", "lsa"):
         kwargs["dw_kernel_size"] = shape("lsa.dw_in.weight")[-1]
-    if VARIANTS[variant][1] in ("gsi", "conv_small"):
+    if variant_of(variant).global_branch in ("gsi", "conv_small"):
         shape("gsi.reduce.weight")
         if variant == "dcdc":
             m = shape("gsi.reduce.weight")[0]

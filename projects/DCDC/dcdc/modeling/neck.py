@@ -9,12 +9,13 @@ from torch import nn
 from detectron2.layers import get_norm
 from detectron2.modeling.backbone import FPN
 
-from ..layers import build_operator
+from ..layers import VARIANTS, build_operator
 
 __all__ = ["NECKS", "NeckOperator", "DCDCFPN"]
 
-# neck name (MODEL.DCDC.NECK) -> operator name of dcdc.layers.build_operator; "conv" is the plain FPN.
-NECKS = {"conv": None, "dcdc": "dcdc", "involution": "involution", "lsa": "lsa"}
+# neck name (MODEL.DCDC.NECK) -> operator name of dcdc.layers.build_operator; "conv" is the plain
+# FPN (detectron2's 3x3 output convs), the others the variants usable as neck operators.
+NECKS = {"conv": None, **{v.name: v.operator for v in VARIANTS if v.neck}}
 
 
 class NeckOperator(nn.Module):

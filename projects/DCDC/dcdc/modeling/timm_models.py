@@ -36,12 +36,15 @@ from timm.models._features import feature_take_indices
 
 from detectron2.modeling.backbone import ResNet
 
+from ..layers import VARIANTS
+
 from .resnet import DEPTHS, build_classifier, init_classifier_head
 
 __all__ = ["DCDCResNet", "TIMM_MODEL_NAMES"]
 
 _STAGES = ("res2", "res3", "res4", "res5")
-_PREFIXES = {"dcdc": "dcdc_resnet", "lsa": "lsa_resnet", "involution": "rednet"}
+# operator -> timm model family, from the variants table
+_PREFIXES = {v.operator: v.timm_prefix for v in VARIANTS if v.timm_prefix}
 
 
 class DCDCResNet(ResNet):
