@@ -6,27 +6,18 @@ being recorded. A decision has two parts.
 
 **The mode** of a call (:func:`mode`), from how it is recorded and what it must support:
 
-============  =====================================================  ==============================
-mode          when                                                   what the layers record / run
-============  =====================================================  ==============================
-``count``     ``torch.jit.trace`` outside :func:`deployment_tracing`   plain convs (the generators'
-              (fvcore's FLOP counter, ``torch.onnx.export(...,        1x1 convs, the GSI convs),
-              dynamo=False)``)                                        ``dcdc::lsa_aggregate``: what
-                                                                     FLOP counters count
-``graph``     :func:`deployment_tracing`, ``torch.compile``,          functional GEMM forms,
-              ``torch.export`` (``torch.onnx.export``'s default)      ``dcdc::lsa_generate_aggregate``
-                                                                     and ``dcdc::depthwise_conv``
-                                                                     (fake kernels)
-``autograd``  eager, grad enabled and a tensor requires grad          functional GEMM forms, the
-                                                                     ``dcdc`` ops' autograd
-``autocast``  eager inference under ``torch.autocast`` for x's device  functional, in the autocast
-                                                                     dtype: no float32-only kernel,
-                                                                     no in-place sum
-``inference`` eager, nothing needs a gradient, no autocast           norms folded into the convs,
-                                                                     in-place sums, and on CPU
-                                                                     float32 with the native kernels
-                                                                     the fused inference ops
-============  =====================================================  ==============================
+* ``count``: a ``torch.jit.trace`` outside :func:`deployment_tracing` (fvcore's FLOP counter,
+  ``torch.onnx.export(..., dynamo=False)``). The layers record plain convs (the generators' 1x1
+  convs, GSI's) and ``dcdc::lsa_aggregate``: what FLOP counters count.
+* ``graph``: :func:`deployment_tracing`, ``torch.compile``, ``torch.export`` (the default
+  ``torch.onnx.export``). Functional GEMM forms, ``dcdc::lsa_generate_aggregate`` and
+  ``dcdc::depthwise_conv`` (recorded through their fake kernels).
+* ``autograd``: eager, grad enabled and a tensor that requires grad. Functional GEMM forms and
+  the ``dcdc`` ops' autograd.
+* ``autocast``: eager inference under ``torch.autocast`` for x's device. Functional, in the
+  autocast dtype: no float32-only kernel, no in-place sum.
+* ``inference``: eager, nothing needs a gradient, no autocast. Norms folded into the convs,
+  in-place sums, and on CPU float32 with the native kernels the fused inference ops.
 
 **The kernels** of a ``dcdc`` op call (:func:`kernel_backend`), from the device, the dtype,
 ``DCDC_BACKEND`` and what is installed:
