@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dcdc.modeling import build_classifier
-from dcdc.modeling.analysis import classifier_param_table
-from dcdc.modeling.paper_results import CLASSIFIER_ROWS
+from dcdc.paper.counting import classifier_param_table
+from dcdc.paper.results import CLASSIFIER_ROWS
 
 
 def test_parameter_table_matches_paper():

@@ -12,14 +12,9 @@ import cv2
 import pytest
 
 from dcdc.config import get_dcdc_cfg
-from dcdc.modeling.analysis import count_parameters
-from dcdc.paper.comparison import (
-    Checkout,
-    final_evaluation,
-    paired_t_interval,
-    read_metrics,
-    scaled_schedule,
-)
+from dcdc.engine.metrics import last_evaluation, read_metrics
+from dcdc.paper.comparison import Checkout, paired_t_interval, scaled_schedule
+from dcdc.paper.counting import count_parameters
 from dcdc.utils.errors import UserValueError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +55,7 @@ def test_table_holds_each_runs_final_evaluation(grid):
     assert [r["operator"] for r in summary["rows"]] == list(OPERATORS)
     for row in summary["rows"]:
         run = os.path.join(out, f"{row['operator']}_seed1")
-        final = final_evaluation(read_metrics(os.path.join(run, "metrics.json")))
+        final = last_evaluation(read_metrics(os.path.join(run, "metrics.json")))
         assert final["iteration"] in (MAX_ITER - 1, MAX_ITER)
         for key in ("bbox/AP", "segm/AP", "panoptic_seg/PQ"):
             assert row[key]["values"] == [final[key]], key

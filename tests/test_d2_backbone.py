@@ -1,6 +1,6 @@
 """DCDC backbones and necks under detectron2's contracts: FREEZE_AT, norms, OUT_FEATURES, depths,
 neck structure, clear config errors, checkpoint round trips and the FLOP
-handles of dcdc.modeling.analysis."""
+handles of dcdc.paper.counting."""
 
 import pytest
 import torch
@@ -15,7 +15,7 @@ from detectron2.modeling import build_backbone, build_model
 from dcdc import add_dcdc_config
 from dcdc.layers import GSI, DCDCConv2d
 from dcdc.modeling import DEPTHS, NeckOperator, build_classifier
-from dcdc.modeling.analysis import add_aggregation_handles, count_flops
+from dcdc.paper.counting import add_aggregation_handles, count_flops
 
 from helpers import REPO
 

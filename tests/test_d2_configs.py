@@ -10,8 +10,8 @@ from detectron2.modeling import build_model
 
 from dcdc import add_dcdc_config
 
-from dcdc.modeling.analysis import count_parameters
-from dcdc.modeling.paper_results import DETECTOR_ROWS
+from dcdc.paper.counting import count_parameters
+from dcdc.paper.results import DETECTOR_ROWS
 
 from helpers import REPO
 
@@ -129,7 +129,7 @@ def test_lazyconfig_optimizer_and_schedule_instantiate():
 
 
 def test_analyze_model_tool_prints_our_count_beside_the_paper():
-    """tools/analyze_model.py, run as a user runs it, reads the rows of dcdc.modeling.paper_results."""
+    """tools/analyze_model.py, run as a user runs it, reads the rows of dcdc.paper.results."""
     import subprocess
     import sys
 

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from dcdc.engine.metrics import read_metrics
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes_instant.yaml")
 INSTANT_LAZY = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes_instant.py")
@@ -41,7 +43,7 @@ def test_run_demo_writes_everything(trained, env):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     assert sorted(os.listdir(os.path.join(out, "predictions"))) == ["000001.png", "000002.png"]
     # detectron2's evaluators ran on the panoptic val split and their results reached metrics.json
-    records = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    records = read_metrics(os.path.join(out, "metrics.json"))
     final = [r for r in records if "panoptic_seg/PQ" in r][-1]
     assert final["iteration"] == 3  # the final evaluation, after the last of 3 iterations
     for key in ("bbox/AP", "segm/AP", "panoptic_seg/PQ", "sem_seg/mIoU"):

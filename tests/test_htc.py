@@ -31,6 +31,7 @@ from dcdc.data.semantic import (
 )
 from dcdc.data.shapes import SHAPES_SPLITS, _paths, ensure_shapes
 from dcdc.engine import check_datasets
+from dcdc.engine.metrics import read_metrics
 from dcdc.modeling.htc import HybridTaskCascadeROIHeads
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -256,7 +257,7 @@ def test_instant_config_trains_evaluates_and_draws(datasets, tmp_path):
         [sys.executable, "train_net.py", "--config-file", INSTANT, "OUTPUT_DIR", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    records = [json.loads(line) for line in open(out / "metrics.json")]
+    records = read_metrics(out / "metrics.json")
     final = [r for r in records if "bbox/AP" in r][-1]
     assert final["iteration"] == 4 and "segm/AP" in final  # evaluated after MAX_ITER 4
     losses = [r for r in records if "total_loss" in r][-1]

@@ -1,8 +1,7 @@
-"""tools/paper_tables.py on a made-up runs folder: each metric lands in its row and column, beside
-the paper's value, with the difference; runs that are missing or have no evaluation say so; the
-CSV parses; #Params are measured on the config's model."""
+"""tools/paper_tables.py (dcdc.paper.cli.paper_tables) on a made-up runs folder: each metric
+lands in its row and column, beside the paper's value, with the difference; runs that are missing
+or have no evaluation say so; the CSV parses; #Params are measured on the config's model."""
 import csv
-import importlib.util
 import io
 import json
 import math
@@ -10,15 +9,12 @@ import os
 
 import pytest
 
-from dcdc.modeling.analysis import build_from_config, count_parameters
-from dcdc.modeling.paper_results import DETECTOR_ROWS, detector_row
-from dcdc.utils.paper_tables import METRICS, TABLE_METRICS, last_evaluation
+from dcdc.paper.cli import paper_tables
+from dcdc.paper.counting import build_from_config, count_parameters
+from dcdc.paper.results import DETECTOR_ROWS, detector_row
+from dcdc.paper.tables import METRICS, TABLE_METRICS, row_evaluation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("paper_tables_tool",
-                                               os.path.join(REPO, "tools", "paper_tables.py"))
-tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tool)
 
 # Made-up numbers: paper value + a per-row offset (never a rounding tie), so each cell's
 # difference is known.
@@ -65,7 +61,7 @@ def _cells(markdown, config):
 
 
 def test_markdown_places_values_and_reports_missing(runs, capsys):
-    tool.main(["--runs", runs, "--no-count"])
+    paper_tables(["--runs", runs, "--no-count"])
     out, err = capsys.readouterr()
     for config, offset in OFFSETS.items():
         row, ours = detector_row(config), _ours(config)
@@ -88,7 +84,7 @@ def test_markdown_places_values_and_reports_missing(runs, capsys):
 
 
 def test_csv_parses_with_every_row(runs, capsys):
-    tool.main(["--runs", runs, "--no-count", "--format", "csv"])
+    paper_tables(["--runs", runs, "--no-count", "--format", "csv"])
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["config"] for r in rows] == [r.config for r in DETECTOR_ROWS]
     by_config = {r["config"]: r for r in rows}
@@ -110,7 +106,7 @@ def test_csv_parses_with_every_row(runs, capsys):
 
 def test_params_are_measured_not_copied(runs, capsys):
     config = "retinanet_dcdc_r26_dcdc_neck"
-    tool.main(["--runs", runs, "--configs", config, "--no-flops", "--format", "csv"])
+    paper_tables(["--runs", runs, "--configs", config, "--no-flops", "--format", "csv"])
     (line,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
     expected = count_parameters(build_from_config(os.path.join(REPO, "configs",
                                                                config + ".yaml"))) / 1e6
@@ -123,16 +119,16 @@ def test_params_are_measured_not_copied(runs, capsys):
 
 def test_bad_input_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        tool.main(["--runs", str(tmp_path / "missing"), "--no-count"])
+        paper_tables(["--runs", str(tmp_path / "missing"), "--no-count"])
     assert "is not a folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        tool.main(["--runs", str(tmp_path), "--configs", "mask_rcnn_r51"])
+        paper_tables(["--runs", str(tmp_path), "--configs", "mask_rcnn_r51"])
     assert "no paper row for ['mask_rcnn_r51']" in capsys.readouterr().err
     # several test datasets prefix the keys: which one is the paper's cannot be guessed
     _write(str(tmp_path / "m.json"), [{"iteration": 5, "coco_2017_val/bbox/AP": 30.0,
                                        "other_val/bbox/AP": 20.0}])
     with pytest.raises(ValueError, match="several test datasets"):
-        last_evaluation(str(tmp_path / "m.json"), ["bbox/AP"])
+        row_evaluation(str(tmp_path / "m.json"), ["bbox/AP"])
     (tmp_path / "bad.json").write_text("not json\n")
     with pytest.raises(ValueError, match="line 1, is not JSON"):
-        last_evaluation(str(tmp_path / "bad.json"), ["bbox/AP"])
+        row_evaluation(str(tmp_path / "bad.json"), ["bbox/AP"])

@@ -30,6 +30,7 @@ from dcdc.engine import (DCDCCheckpointer, ResumableTrainingSampler, SkipUnreada
                          Trainer, UnreadableImageError, build_lazy_train_loader,
                          check_norms_for_device, do_train, drop_degenerate_annotations,
                          verify_lazy_results)
+from dcdc.engine.metrics import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(REPO, "configs", "quickstart_panoptic_fpn_dcdc_shapes_instant.yaml")
@@ -96,7 +97,7 @@ def final_state(path):
 
 
 def final_metrics(folder):
-    rows = [json.loads(line) for line in open(folder / "metrics.json")]
+    rows = read_metrics(folder / "metrics.json")
     return {k: v for k, v in [r for r in rows if "bbox/AP" in r][-1].items() if "AP" in k}
 
 
@@ -164,7 +165,7 @@ def test_two_gloo_processes_match_one(env, tmp_path):
     assert "world size: 2" in log.lower() or "rank 1" in log.lower()
 
     def losses(folder):
-        rows = [json.loads(line) for line in open(folder / "metrics.json")]
+        rows = read_metrics(folder / "metrics.json")
         return {r["iteration"]: r for r in rows if "total_loss" in r}
 
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")

@@ -5,8 +5,8 @@ import torch
 timm = pytest.importorskip("timm")
 
 from dcdc.modeling import DEPTHS, build_classifier  # noqa: E402
-from dcdc.modeling.analysis import count_parameters  # noqa: E402
 from dcdc.modeling.timm_models import TIMM_MODEL_NAMES  # noqa: E402  (registers the models)
+from dcdc.paper.counting import count_parameters  # noqa: E402
 
 OPERATORS = {"dcdc_resnet": "dcdc", "lsa_resnet": "lsa", "rednet": "involution"}
 

@@ -1,4 +1,4 @@
-"""tools/train_classifier.py (dcdc.utils.classifier_training, dcdc.data.classification): the built-in data cutter, top-k evaluation, train + resume, DDP."""
+"""tools/train_classifier.py (dcdc.engine.classifier_training, dcdc.data.classification): the built-in data cutter, top-k evaluation, train + resume, DDP."""
 import csv
 import json
 import os
@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("timm")
 from dcdc.data.classification import cut_coco_objects  # noqa: E402
-from dcdc.utils import classifier_training as tc  # noqa: E402
+from dcdc.engine import classifier_training as tc  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "train_classifier.py")

@@ -20,7 +20,7 @@ def test_pretrained_classifier_converts_and_detector_trains(tmp_path):
         if not os.path.isfile(os.path.join(REPO, needed)):
             pytest.fail(f"{needed} is missing")
     from dcdc.engine import Trainer
-    from dcdc.utils import classifier_training as tc
+    from dcdc.engine import classifier_training as tc
     from test_train_classifier import _image_folder
 
     # 1. Pretrain a DCDC-ResNet-26 for two iterations.

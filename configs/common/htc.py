@@ -8,7 +8,10 @@ from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.poolers import ROIPooler
 
+from dcdc.modeling.htc import ROI_HEADS_DEFAULTS as _ROI_HEADS_DEFAULTS
+from dcdc.modeling.htc import SEMANTIC_HEAD_DEFAULTS as _SEMANTIC
 from dcdc.modeling.htc import (
+    SEMANTIC_POOLER_RESOLUTION,
     FusedSemanticHead,
     HTCMaskHead,
     HybridTaskCascade,
@@ -27,27 +30,22 @@ mask_head.num_classes = "${...num_classes}"  # one level deeper: inside the list
 roi_heads.mask_heads = [mask_head] + [copy.deepcopy(mask_head) for _ in range(2)]
 for head in roi_heads.mask_heads[1:]:
     head.with_info_flow = "${...mask_info_flow}"
+# HTC's settings: the heads' own defaults (dcdc/modeling/htc.py, also MODEL.HTC's), written into
+# the config so that they show and can be overridden. FPN level pN has stride 2**N.
 roi_heads.update(
-    stage_loss_weights=[1.0, 0.5, 0.25],
-    interleaved=True,
-    mask_info_flow=True,
-    semantic_fusion=("box", "mask"),
+    **_ROI_HEADS_DEFAULTS,
     semantic_head=L(FusedSemanticHead)(
         input_shape={
-            f: L(ShapeSpec)(stride=s, channels="${.....backbone.out_channels}")
-            for f, s in zip(["p2", "p3", "p4", "p5", "p6"], [4, 8, 16, 32, 64])
+            f: L(ShapeSpec)(stride=2 ** int(f[1:]), channels="${.....backbone.out_channels}")
+            for f in _SEMANTIC["in_features"]
         },
-        in_features=["p2", "p3", "p4", "p5", "p6"],
-        fusion_level="p3",
-        num_convs=4,
-        conv_dim=256,
-        norm="",
-        num_classes=133,
-        ignore_value=255,
-        loss_weight=0.2,
+        **_SEMANTIC,
     ),
     semantic_pooler=L(ROIPooler)(
-        output_size=14, scales=(1.0 / 8,), sampling_ratio=0, pooler_type="ROIAlignV2"
+        output_size=SEMANTIC_POOLER_RESOLUTION,
+        scales=(1.0 / 2 ** int(_SEMANTIC["fusion_level"][1:]),),
+        sampling_ratio=0,
+        pooler_type="ROIAlignV2",
     ),
 )
 dataloader.train.dataset.names = "coco_2017_train_htc"

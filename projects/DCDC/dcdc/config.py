@@ -13,6 +13,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from .layers.dcdc_conv import OPERATOR_DEFAULTS
+from .modeling.htc import ROI_HEADS_DEFAULTS, SEMANTIC_HEAD_DEFAULTS, SEMANTIC_POOLER_RESOLUTION
 from .utils.errors import UserFileNotFoundError, UserKeyError, UserValueError
 
 __all__ = ["add_dcdc_config", "add_htc_config", "get_dcdc_cfg", "merge_yaml_config", "suggest_key",
@@ -80,26 +81,28 @@ def add_dcdc_config(cfg):
 
 def add_htc_config(cfg):
     """Add the ``MODEL.HTC`` keys of the Hybrid Task Cascade heads (dcdc/modeling/htc.py), in
-    place; :func:`add_dcdc_config` calls it."""
+    place; :func:`add_dcdc_config` calls it. The defaults are the heads' own
+    (``dcdc.modeling.htc.ROI_HEADS_DEFAULTS`` / ``SEMANTIC_HEAD_DEFAULTS``)."""
     _C = cfg
+    roi, semantic = ROI_HEADS_DEFAULTS, SEMANTIC_HEAD_DEFAULTS
     _C.MODEL.HTC = CN()
-    _C.MODEL.HTC.INTERLEAVED = True
-    _C.MODEL.HTC.MASK_INFO_FLOW = True
+    _C.MODEL.HTC.INTERLEAVED = roi["interleaved"]
+    _C.MODEL.HTC.MASK_INFO_FLOW = roi["mask_info_flow"]
     # The semantic branch; its features are added to the RoI features of SEMANTIC_FUSION.
     _C.MODEL.HTC.SEMANTIC_ON = True
-    _C.MODEL.HTC.SEMANTIC_FUSION = ("box", "mask")
-    _C.MODEL.HTC.SEMANTIC_IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    _C.MODEL.HTC.SEMANTIC_FUSION = tuple(roi["semantic_fusion"])
+    _C.MODEL.HTC.SEMANTIC_IN_FEATURES = list(semantic["in_features"])
     # Level the semantic branch works at (and its RoIs are pooled from): p3, stride 8.
-    _C.MODEL.HTC.SEMANTIC_FUSION_LEVEL = "p3"
-    _C.MODEL.HTC.SEMANTIC_NUM_CONVS = 4
-    _C.MODEL.HTC.SEMANTIC_CONV_DIM = 256
-    _C.MODEL.HTC.SEMANTIC_NORM = ""
+    _C.MODEL.HTC.SEMANTIC_FUSION_LEVEL = semantic["fusion_level"]
+    _C.MODEL.HTC.SEMANTIC_NUM_CONVS = semantic["num_convs"]
+    _C.MODEL.HTC.SEMANTIC_CONV_DIM = semantic["conv_dim"]
+    _C.MODEL.HTC.SEMANTIC_NORM = semantic["norm"]
     # Stuff+thing classes of the semantic maps (133 for maps made from COCO panoptic).
-    _C.MODEL.HTC.SEMANTIC_NUM_CLASSES = 133
-    _C.MODEL.HTC.SEMANTIC_IGNORE_VALUE = 255
-    _C.MODEL.HTC.SEMANTIC_LOSS_WEIGHT = 0.2
-    _C.MODEL.HTC.SEMANTIC_POOLER_RESOLUTION = 14
-    _C.MODEL.HTC.STAGE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
+    _C.MODEL.HTC.SEMANTIC_NUM_CLASSES = semantic["num_classes"]
+    _C.MODEL.HTC.SEMANTIC_IGNORE_VALUE = semantic["ignore_value"]
+    _C.MODEL.HTC.SEMANTIC_LOSS_WEIGHT = semantic["loss_weight"]
+    _C.MODEL.HTC.SEMANTIC_POOLER_RESOLUTION = SEMANTIC_POOLER_RESOLUTION
+    _C.MODEL.HTC.STAGE_LOSS_WEIGHTS = tuple(roi["stage_loss_weights"])
 
 
 def operator_kwargs_from_cfg(cfg):

@@ -9,6 +9,7 @@ from .shapes import (  # noqa: F401
     ensure_shapes,
     generate_shapes_split,
     get_shapes_metadata,
+    prepare_data,
     register_all_shapes,
     register_shapes,
     shapes_split_of,

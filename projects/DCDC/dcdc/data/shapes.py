@@ -47,6 +47,7 @@ __all__ = [
     "get_shapes_metadata",
     "generate_shapes_split",
     "ensure_shapes",
+    "prepare_data",
     "shapes_split_of",
     "register_shapes",
     "register_all_shapes",
@@ -421,6 +422,17 @@ def ensure_shapes(root=None, splits=None, keep_resized=False):
         logger.info(f"Generating shapes/{spec.split} ({spec.num_images} images) in {root} ...")
         generate_shapes_split(root, spec)
     return root
+
+
+def prepare_data(cfg):
+    """Generate the built-in shapes splits that a config's ``DATASETS.TRAIN`` / ``DATASETS.TEST``
+    use, if missing or stale (nothing for other datasets); returns their folder, or None when the
+    config uses none. Run before training, so that no two processes generate a split at once."""
+    specs = [shapes_split_of(n) for n in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST)]
+    specs = [s for s in specs if s is not None]
+    if not specs:
+        return None
+    return ensure_shapes(os.path.join(datasets_root(), "shapes"), specs)
 
 
 def register_shapes(name, root, spec):

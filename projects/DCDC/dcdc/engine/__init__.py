@@ -1,6 +1,10 @@
 """Training machinery that detectron2's engine leaves to the user: kill-safe checkpoints, exactly
 resumable data order (one process or several), DDP on CPU, pre-flight checks and clear errors for
-bad input, for the YAML trainer (:class:`Trainer`) and the LazyConfig loop (:mod:`.lazy`)."""
+bad input, for the YAML trainer (:class:`Trainer`) and the LazyConfig loop (:mod:`.lazy`).
+
+Imported on demand: :mod:`.metrics` (detectron2's ``metrics.json`` read back),
+:mod:`.quickstart` (the ``make demo`` job) and :mod:`.classifier_training` (ImageNet-style
+classifier training with timm, tools/train_classifier.py)."""
 from .checkpoint import AtomicPathManager, DCDCCheckpointer, RNGState, periodic_checkpointer
 from .checks import (
     check_datasets,

@@ -13,7 +13,14 @@ HTC adds three things to Cascade Mask R-CNN, each switchable under ``MODEL.HTC``
 Stage losses are weighted by ``STAGE_LOSS_WEIGHTS`` (1 / 0.5 / 0.25); at test time the box
 scores are averaged over the stages (as in Cascade R-CNN) and the mask probabilities of all
 stages' mask heads, run in sequence on the final boxes, are averaged.
+
+The settings of the paper's HTC rows are the keyword defaults of :class:`FusedSemanticHead` and
+:class:`HybridTaskCascadeROIHeads`, and :data:`SEMANTIC_POOLER_RESOLUTION`: the ``MODEL.HTC``
+keys (dcdc/config.py) and the LazyConfig (configs/common/htc.py) read them
+(:data:`SEMANTIC_HEAD_DEFAULTS`, :data:`ROI_HEADS_DEFAULTS`).
 """
+import inspect
+
 import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
@@ -35,7 +42,11 @@ from detectron2.structures import Boxes, ImageList, pairwise_iou
 from detectron2.utils.events import get_event_storage
 
 __all__ = ["FusedSemanticHead", "HTCMaskHead", "HybridTaskCascadeROIHeads",
-           "HybridTaskCascade"]
+           "HybridTaskCascade", "SEMANTIC_HEAD_DEFAULTS", "ROI_HEADS_DEFAULTS",
+           "SEMANTIC_POOLER_RESOLUTION"]
+
+# Output size of the RoIAlign that pools the semantic features per RoI.
+SEMANTIC_POOLER_RESOLUTION = 14
 
 
 class FusedSemanticHead(nn.Module):
@@ -47,8 +58,9 @@ class FusedSemanticHead(nn.Module):
     labels resized (nearest) to the fusion level.
     """
 
-    def __init__(self, input_shape, *, in_features, fusion_level, num_convs, conv_dim, norm,
-                 num_classes, ignore_value, loss_weight):
+    def __init__(self, input_shape, *, in_features=("p2", "p3", "p4", "p5", "p6"),
+                 fusion_level="p3", num_convs=4, conv_dim=256, norm="", num_classes=133,
+                 ignore_value=255, loss_weight=0.2):
         super().__init__()
         if fusion_level not in in_features:
             raise ValueError(f"SEMANTIC_FUSION_LEVEL {fusion_level!r} must be one of "
@@ -134,9 +146,9 @@ class HybridTaskCascadeROIHeads(CascadeROIHeads):
     passes them."""
 
     @configurable
-    def __init__(self, *, mask_heads, stage_loss_weights, interleaved=True, mask_info_flow=True,
-                 semantic_head=None, semantic_pooler=None, semantic_fusion=("box", "mask"),
-                 **kwargs):
+    def __init__(self, *, mask_heads, stage_loss_weights=(1.0, 0.5, 0.25), interleaved=True,
+                 mask_info_flow=True, semantic_head=None, semantic_pooler=None,
+                 semantic_fusion=("box", "mask"), **kwargs):
         super().__init__(mask_head=nn.ModuleList(mask_heads) if mask_heads else None, **kwargs)
         n = self.num_cascade_stages
         if len(stage_loss_weights) != n:
@@ -322,6 +334,18 @@ class HybridTaskCascadeROIHeads(CascadeROIHeads):
             storage.put_scalar(f"stage{stage}/roi_head/num_fg_samples", sum(num_fg) / len(num_fg))
             storage.put_scalar(f"stage{stage}/roi_head/num_bg_samples", sum(num_bg) / len(num_bg))
         return proposals
+
+
+def _keyword_defaults(cls, exclude=()):
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and name not in exclude}
+
+
+# HTC's settings, read from the signatures so that MODEL.HTC (dcdc/config.py) and the LazyConfig
+# (configs/common/htc.py) cannot drift from the classes' defaults.
+SEMANTIC_HEAD_DEFAULTS = _keyword_defaults(FusedSemanticHead)
+ROI_HEADS_DEFAULTS = _keyword_defaults(HybridTaskCascadeROIHeads,
+                                       exclude=("semantic_head", "semantic_pooler"))
 
 
 @META_ARCH_REGISTRY.register()

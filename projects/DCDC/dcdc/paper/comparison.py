@@ -49,14 +49,16 @@ import numpy as np
 import torch
 
 from ..config import get_dcdc_cfg
+from ..data import prepare_data
+from ..engine.metrics import last_evaluation, read_metrics
 from ..layers.dcdc_conv import OPERATORS
-from ..modeling.analysis import AGGREGATION_OPS, add_aggregation_handles, count_parameters
 from ..utils.errors import UserValueError
+from .counting import count_parameters, flop_count
 
 __all__ = ["DISPLAY_ORDER", "OPERATOR_NAMES", "TASKS", "PAIRS", "Checkout", "DetectionRun",
-           "ClassificationRun", "scaled_schedule", "read_metrics", "final_evaluation",
-           "measure_detector", "measure_classifier", "summarize", "paired_differences",
-           "format_markdown", "plot_comparison", "get_parser", "main"]
+           "ClassificationRun", "scaled_schedule", "measure_detector", "measure_classifier",
+           "summarize", "paired_differences", "format_markdown", "plot_comparison", "get_parser",
+           "main"]
 
 logger = logging.getLogger("dcdc.compare_operators")
 
@@ -68,7 +70,6 @@ OPERATOR_NAMES = {"conv": "3x3 conv (ResNet)", "involution": "involution (RedNet
 # The paired differences reported: (minuend, subtrahend).
 PAIRS = (("dcdc", "lsa"), ("dcdc", "involution"), ("lsa", "involution"))
 DEFAULT_SEEDS = (1, 2, 3, 4, 5)
-EVAL_GROUPS = ("bbox", "segm", "panoptic_seg", "sem_seg")
 # The file a run folder is claimed by: the settings it was trained with and its wall times.
 RUN_FILE = "compare_run.json"
 
@@ -173,19 +174,6 @@ def scaled_schedule(cfg, max_iter):
             str(max(1, math.ceil(max_iter / 4))), "TEST.EVAL_PERIOD", "0"]
 
 
-def read_metrics(path):
-    """detectron2's ``metrics.json`` (one JSON dict per line) as a list of dicts."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def final_evaluation(records):
-    """The last record holding evaluation results (``bbox/AP``, ``panoptic_seg/PQ``, ...), or
-    None."""
-    evals = [r for r in records if any(k.split("/")[0] in EVAL_GROUPS and "/" in k for k in r)]
-    return evals[-1] if evals else None
-
-
 class Run:
     """One (operator, seed) training of a grid, in a child process, in ``<root>/<name>/``.
 
@@ -286,7 +274,7 @@ class DetectionRun(Run):
         path = os.path.join(self.output_dir, "metrics.json")
         if not os.path.isfile(path):
             return None
-        final = final_evaluation(read_metrics(path))
+        final = last_evaluation(read_metrics(path))
         # an evaluation after the last step is stored at iteration max_iter, one triggered by
         # TEST.EVAL_PERIOD at the last step at max_iter - 1
         if final is None or final.get("iteration") not in (self.max_iter - 1, self.max_iter):
@@ -325,15 +313,7 @@ class ClassificationRun(Run):
 # ----------------------------------------------------------------------------- counting
 def _backbone_flops(module, inputs):
     """(FLOPs without, with the LSA aggregation), G MACs, fvcore's counting."""
-    from fvcore.nn import FlopCountAnalysis
-
-    analysis = add_aggregation_handles(FlopCountAnalysis(module, inputs))
-    analysis.unsupported_ops_warnings(False)
-    analysis.uncalled_modules_warnings(False)
-    by_op = analysis.by_operator()
-    # fvcore keys by_operator() on the op name after "::"
-    aggregation = sum(by_op.get(name.split("::")[-1], 0) for name in AGGREGATION_OPS)
-    total = sum(by_op.values())
+    total, aggregation = flop_count(module, inputs)
     return (total - aggregation) / 1e9, total / 1e9
 
 
@@ -575,17 +555,6 @@ def get_parser(default_config):
     return parser
 
 
-def _prepare_data(cfg):
-    """Generate the built-in shapes splits the config uses (nothing for other datasets)."""
-    from ..data import ensure_shapes, shapes_split_of
-    from ..data.shapes import datasets_root
-
-    specs = [shapes_split_of(n) for n in tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST)]
-    specs = [s for s in specs if s is not None]
-    if specs:
-        ensure_shapes(os.path.join(datasets_root(), "shapes"), specs)
-
-
 def _draw_pictures(runs, cfg, code, output_dir, num_images):
     """``demo.py --model <operator>=<config.yaml>:<model_final.pth> ...`` on the first
     ``num_images`` test images: one picture per image, ground truth | each operator."""
@@ -643,7 +612,7 @@ def run_grid(args, code, commit, task):
             print(f"{task} {r.name}: {state}: {' '.join(r.command())}")
         return
     if cfg is not None:
-        _prepare_data(cfg)
+        prepare_data(cfg)
     else:
         from ..data.classification import ensure_shapes_imagefolder
 

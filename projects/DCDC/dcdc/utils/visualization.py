@@ -1,4 +1,5 @@
-"""Pictures shared by demo.py, tools/run_demo.py and tools/visualize_kernels.py.
+"""Pictures shared by demo.py (:mod:`dcdc.demo`), ``make demo`` (:mod:`dcdc.engine.quickstart`)
+and tools/visualize_kernels.py.
 
 * :func:`draw_predictions` / :func:`draw_ground_truth`: a model's output or a dataset dict drawn
   by detectron2's ``Visualizer`` (panoptic > instances > semantic); :func:`draw_video_predictions`

@@ -66,9 +66,8 @@ from timm.utils import (
     update_summary,
 )
 
-from .errors import UserFileNotFoundError, UserValueError
-
 from ..data.classification import ensure_shapes_imagefolder
+from ..utils.errors import UserFileNotFoundError, UserValueError
 
 logger = logging.getLogger("dcdc.train_classifier")
 

@@ -26,12 +26,12 @@ from detectron2.modeling.meta_arch import PanopticFPN, RetinaNet
 from detectron2.structures import Boxes, Instances
 
 from ..config import get_dcdc_cfg
-from .htc import HybridTaskCascadeROIHeads
-from .paper_results import BASELINES, CLASSIFIER_ROWS
-from .resnet import build_classifier
+from ..modeling.htc import HybridTaskCascadeROIHeads
+from ..modeling.resnet import build_classifier
+from .results import BASELINES, CLASSIFIER_ROWS
 
 __all__ = ["AGGREGATION_OPS", "count_parameters", "aggregation_flop_jit", "add_aggregation_handles",
-           "DummyForward", "count_flops", "build_from_config", "analyze_detectors",
+           "DummyForward", "flop_count", "count_flops", "build_from_config", "analyze_detectors",
            "classifier_param_table", "percent_change"]
 
 # The traced node names of the LSA aggregation: the torch.library ops (the fused generation op
@@ -139,16 +139,21 @@ def _htc_dummy_forward(roi_heads, features, boxes, mask_boxes, images):
     return outputs
 
 
-def count_flops(model, image_size=(800, 1280)):
-    """(total MACs, MACs of the LSA aggregation) of :class:`DummyForward` at ``image_size``."""
-    model.eval()
-    images = torch.zeros(1, 3, *image_size)
-    analysis = add_aggregation_handles(FlopCountAnalysis(DummyForward(model, image_size), (images,)))
+def flop_count(module, inputs):
+    """(total MACs, MACs of the LSA aggregation) of ``module(*inputs)``: fvcore's counting with
+    :func:`aggregation_flop_jit` for the aggregation."""
+    analysis = add_aggregation_handles(FlopCountAnalysis(module, inputs))
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     with torch.no_grad():
         by_op = Counter(analysis.by_operator())
     return sum(by_op.values()), _aggregation_total(by_op)
+
+
+def count_flops(model, image_size=(800, 1280)):
+    """(total MACs, MACs of the LSA aggregation) of :class:`DummyForward` at ``image_size``."""
+    model.eval()
+    return flop_count(DummyForward(model, image_size), (torch.zeros(1, 3, *image_size),))
 
 
 def build_from_config(config_file):
@@ -163,7 +168,7 @@ def percent_change(value, base):
 
 
 def analyze_detectors(rows, config_path, flops=True, image_size=(800, 1280), log=print):
-    """Measure ``rows`` (:class:`~.paper_results.DetectorRow`); ``config_path(stem)`` gives the
+    """Measure ``rows`` (:class:`~.results.DetectorRow`); ``config_path(stem)`` gives the
     YAML file of a row. Returns one dict per row, with the deltas against :data:`BASELINES`."""
     results = {}
     for row in rows:
@@ -192,7 +197,7 @@ def analyze_detectors(rows, config_path, flops=True, image_size=(800, 1280), log
 
 def classifier_param_table():
     """Yield ``(row, ours in M, paper in M, relative difference)`` for every
-    :data:`~.paper_results.CLASSIFIER_ROWS` entry, 1000-class heads."""
+    :data:`~.results.CLASSIFIER_ROWS` entry, 1000-class heads."""
     for row in CLASSIFIER_ROWS:
         ours = count_parameters(build_classifier(num_classes=1000, **row.build_kwargs)) / 1e6
         yield f"{row.name} (Table {row.table})", ours, row.params_m, ours / row.params_m - 1

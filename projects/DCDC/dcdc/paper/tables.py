@@ -1,28 +1,34 @@
-"""The paper's detector tables (V-VII, HTC rows included) next to one's own runs.
+"""The paper's tables next to one's own numbers.
 
-For every :data:`dcdc.modeling.paper_results.DETECTOR_ROWS` record, ``<runs>/<config stem>/
-metrics.json`` (detectron2's file: one JSON dict per line) gives our numbers: its LAST evaluation
+Detector tables (V-VII, HTC rows included) from run folders: for every
+:data:`dcdc.paper.results.DETECTOR_ROWS` record, ``<runs>/<config stem>/metrics.json``
+(detectron2's file, read by :mod:`dcdc.engine.metrics`) gives our numbers: its LAST evaluation
 (the last line with the row's metric keys, e.g. ``bbox/AP``). #Params and FLOPs are measured on
-the model the config builds (:mod:`dcdc.modeling.analysis`, the paper's counting conventions;
+the model the config builds (:mod:`dcdc.paper.counting`, the paper's counting conventions;
 FLOPs without the LSA aggregation, as the paper reports them), never copied from the records.
 
 * :func:`collect`: one :class:`TableRow` per paper row (paper record, our evaluation or why
   there is none, our counts);
 * :func:`format_markdown` (one table per paper table, since their columns differ) and
   :func:`format_csv` (one table, every column).
+
+Counts alone: :func:`format_counts` (detectors' #Params and FLOPs,
+:func:`dcdc.paper.counting.analyze_detectors`) and :func:`format_classifier_params`
+(:func:`dcdc.paper.counting.classifier_param_table`).
 """
 import csv
 import io
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..modeling.paper_results import DETECTOR_ROWS
+from ..engine.metrics import last_evaluation, read_metrics
+from .results import DETECTOR_ROWS
 
-__all__ = ["METRICS", "TABLE_METRICS", "TableRow", "last_evaluation", "collect", "unmatched_runs",
-           "count_row", "format_markdown", "format_csv"]
+__all__ = ["METRICS", "TABLE_METRICS", "TableRow", "row_evaluation", "collect", "unmatched_runs",
+           "count_row", "format_markdown", "format_csv", "format_counts",
+           "format_classifier_params"]
 
 # (DetectorRow field, detectron2 metrics.json key, column title)
 BOX = (("box_ap", "bbox/AP", "box AP"), ("box_ap_s", "bbox/APs", "box AP_S"),
@@ -50,24 +56,14 @@ class TableRow:
     run_dir: Optional[str] = None
 
 
-def last_evaluation(metrics_path, keys):
+def row_evaluation(metrics_path, keys):
     """The last line of detectron2's ``metrics.json`` holding any of ``keys``, or None.
 
     Raises if the file only holds the keys with a dataset prefix (several ``DATASETS.TEST``
     give ``<dataset>/bbox/AP``): which dataset is the paper's cannot be guessed."""
-    last, prefixed = None, set()
-    with open(metrics_path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{metrics_path}, line {n}, is not JSON ({e}): is this "
-                                 "detectron2's metrics.json?") from None
-            if any(k in record for k in keys):
-                last = record
-            prefixed |= {k for k in record for key in keys if k.endswith("/" + key)}
+    records = read_metrics(metrics_path)
+    last = last_evaluation(records, keys)
+    prefixed = {k for record in records for k in record for key in keys if k.endswith("/" + key)}
     if last is None and prefixed:
         raise ValueError(f"{metrics_path} holds {sorted(prefixed)[:3]}... but no {keys[0]!r}: the "
                          "run evaluated several test datasets. Evaluate the paper's one alone "
@@ -96,7 +92,7 @@ def collect(runs_dir, rows=DETECTOR_ROWS, counts=None):
             if not os.path.isfile(metrics):
                 t.status = "no metrics.json"
             else:
-                final = last_evaluation(metrics, _row_keys(row))
+                final = row_evaluation(metrics, _row_keys(row))
                 if final is None:
                     t.status = "no evaluation"
                 else:
@@ -118,7 +114,7 @@ def unmatched_runs(runs_dir, rows=DETECTOR_ROWS):
 
 def count_row(row, config_path, flops=True, image_size=(800, 1280)):
     """(#Params in M, FLOPs in G without the LSA aggregation, or None) of a row's model."""
-    from ..modeling.analysis import build_from_config, count_flops, count_parameters
+    from .counting import build_from_config, count_flops, count_parameters
 
     model = build_from_config(config_path(row.config))
     params = count_parameters(model) / 1e6
@@ -199,3 +195,40 @@ def format_csv(table_rows):
             line += [_num(paper, "g"), _num(ours, ".4f"), _num(_diff(ours, paper), ".4f")]
         writer.writerow(line)
     return buf.getvalue()
+
+
+def format_counts(results):
+    """A markdown table of :func:`dcdc.paper.counting.analyze_detectors`' results."""
+    from .counting import percent_change
+
+    def f(v, fmt):
+        return "" if v is None else format(v, fmt)
+
+    lines = [
+        "| Table | Detector | Backbone | Neck | #Params paper / ours (M) | diff | "
+        "FLOPs paper (G) | ours w/o agg. | ours with agg. | ΔParams paper / ours | "
+        "ΔFLOPs paper / ours w/o agg. / with agg. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        row = r["row"]
+        dp = (f"{r['paper_dparams']:+.0f}% / {r['dparams']:+.0f}%" if "dparams" in r else "")
+        df = (f"{r['paper_dflops']:+.0f}% / {r['dflops']:+.0f}% / {r['dflops_with_agg']:+.0f}%"
+              if "dflops" in r else "")
+        lines.append(
+            f"| {row.table} | {row.detector} | {row.backbone} | {row.neck} | "
+            f"{row.params_m:.1f} / {r['params']:.2f} | "
+            f"{percent_change(r['params'], row.params_m):+.1f}% | {f(row.flops_g, '.1f')} | "
+            f"{f(r.get('flops'), '.1f')} | {f(r.get('flops_with_agg'), '.1f')} | {dp} | {df} |"
+        )
+    return "\n".join(lines)
+
+
+def format_classifier_params(rows):
+    """A GitHub markdown table of :func:`dcdc.paper.counting.classifier_param_table`'s rows."""
+    from tabulate import tabulate
+
+    cells = [(name, f"{ours:.2f}", f"{paper:.2f}", f"{diff:+.2%}")
+             for name, ours, paper, diff in rows]
+    return tabulate(cells, headers=["model", "ours #Params (M)", "paper #Params (M)", "diff"],
+                    tablefmt="github")
