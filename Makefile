@@ -38,7 +38,8 @@ demo: install
 	$(PY) tools/run_demo.py
 
 compare: install
-	# each spatial operator x 2 seeds -> train_net.py (same schedule) -> table, figure, pictures in output/compare
+	# each spatial operator x 5 paired seeds, detection + classification grids, from a git worktree
+	# of one commit, resumable -> tables, paired differences, figures in output/compare/<task>
 	$(PY) tools/compare_operators.py
 
 # every file an offline CUDA PyTorch machine needs besides torch, for Python $(PYTHON_VERSION)

@@ -33,17 +33,20 @@ def add_dcdc_config(cfg):
     _C.MODEL.DCDC.OPERATOR = "dcdc"
     # LSA kernel size K of the bottleneck operators (the stem's operator always uses 3).
     _C.MODEL.DCDC.KERNEL_SIZE = 7
-    # Channels sharing one LSA kernel; the operator has C / GROUP_CHANNELS kernel groups.
-    _C.MODEL.DCDC.GROUP_CHANNELS = OPERATOR_DEFAULTS["group_channels"]
-    # 1 / alpha: width reduction inside the LSA kernel generator (alpha = 0.25 in the paper).
-    _C.MODEL.DCDC.REDUCTION = OPERATOR_DEFAULTS["reduction"]
-    # k_dw of the two depth-wise convs in the LSA kernel generator (Eq. 7; 3 in the paper,
-    # 5 / 7 in Table IV). Ignored by "involution", which has none.
-    _C.MODEL.DCDC.DW_KERNEL_SIZE = OPERATOR_DEFAULTS["dw_kernel_size"]
-    # k_gsi, spatial size of the per-sample GSI kernel (1 in the paper, 3 / 5 in Table IV).
-    _C.MODEL.DCDC.GSI_KERNEL_SIZE = OPERATOR_DEFAULTS["gsi_kernel_size"]
-    # lambda: the GSI branch works on m = round(lambda * sqrt(C)) channels (1.0 in the paper).
-    _C.MODEL.DCDC.GSI_SCALE = OPERATOR_DEFAULTS["gsi_scale"]
+    # The operator hyperparameters, one key per DCDCConv2d argument of OPERATOR_DEFAULTS
+    # (upper-cased), with its default:
+    #   GROUP_CHANNELS: channels sharing one LSA kernel; the operator has C / GROUP_CHANNELS
+    #     kernel groups.
+    #   REDUCTION: 1 / alpha, width reduction inside the LSA kernel generator (alpha = 0.25 in
+    #     the paper).
+    #   DW_KERNEL_SIZE: k_dw of the two depth-wise convs in the LSA kernel generator (Eq. 7; 3 in
+    #     the paper, 5 / 7 in Table IV). Ignored by "involution", which has none.
+    #   GSI_KERNEL_SIZE: k_gsi, spatial size of the per-sample GSI kernel (1 in the paper, 3 / 5
+    #     in Table IV).
+    #   GSI_SCALE: lambda; the GSI branch works on m = round(lambda * sqrt(C)) channels (1.0 in
+    #     the paper).
+    for name, default in OPERATOR_DEFAULTS.items():
+        _C.MODEL.DCDC[name.upper()] = default
 
     # The FPN's per-level 3x3 output convs: "conv" (detectron2's FPN unchanged), "dcdc" (the
     # paper's DCDC neck: a DCDC operator on OUT_CHANNELS channels) or "involution" (RedNet's
@@ -108,14 +111,7 @@ def add_htc_config(cfg):
 def operator_kwargs_from_cfg(cfg):
     """The operator hyperparameters of ``MODEL.DCDC`` as keyword arguments of
     :func:`dcdc.layers.build_operator` (kernel size, stride and norm excluded)."""
-    d = cfg.MODEL.DCDC
-    return {
-        "group_channels": d.GROUP_CHANNELS,
-        "reduction": d.REDUCTION,
-        "dw_kernel_size": d.DW_KERNEL_SIZE,
-        "gsi_kernel_size": d.GSI_KERNEL_SIZE,
-        "gsi_scale": d.GSI_SCALE,
-    }
+    return {name: cfg.MODEL.DCDC[name.upper()] for name in OPERATOR_DEFAULTS}
 
 
 def get_dcdc_cfg(config_file=None, opts=(), freeze=False):

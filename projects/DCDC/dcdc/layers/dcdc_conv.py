@@ -26,7 +26,7 @@ from .depthwise import depthwise_conv
 from .variants import GLOBAL_BRANCHES, OPERATORS, variant
 
 __all__ = ["LSA", "GSI", "DCDCConv2d", "build_operator", "folded_conv", "norm_relu_",
-           "OPERATORS", "OPERATOR_DEFAULTS", "gsi_channels", "group_norm"]
+           "OPERATOR_DEFAULTS", "gsi_channels", "group_norm"]
 
 
 

@@ -51,7 +51,7 @@ import torch
 from ..config import get_dcdc_cfg
 from ..data import prepare_data
 from ..engine.metrics import last_evaluation, read_metrics
-from ..layers.dcdc_conv import OPERATORS
+from ..layers.variants import OPERATORS, VARIANTS
 from ..utils.errors import UserValueError
 from .counting import count_parameters, flop_count
 
@@ -62,11 +62,9 @@ __all__ = ["DISPLAY_ORDER", "OPERATOR_NAMES", "TASKS", "PAIRS", "Checkout", "Det
 
 logger = logging.getLogger("dcdc.compare_operators")
 
-# Table order: the baseline first, then the dynamic operators from the simplest to the paper's.
-DISPLAY_ORDER = ("conv", "involution", "lsa", "dcdc")
-assert set(DISPLAY_ORDER) == set(OPERATORS), "every operator of dcdc.layers has a table row"
-OPERATOR_NAMES = {"conv": "3x3 conv (ResNet)", "involution": "involution (RedNet)",
-                  "lsa": "LSA only", "dcdc": "DCDC (LSA + GSI)"}
+# Table order and labels: the operators of dcdc.layers.variants, in its (display) order.
+DISPLAY_ORDER = OPERATORS
+OPERATOR_NAMES = {v.name: v.label for v in VARIANTS if v.name in OPERATORS}
 # The paired differences reported: (minuend, subtrahend).
 PAIRS = (("dcdc", "lsa"), ("dcdc", "involution"), ("lsa", "involution"))
 DEFAULT_SEEDS = (1, 2, 3, 4, 5)
