@@ -11,10 +11,12 @@ A file is written only when the checkpoint fills the backbone exactly (no backbo
 no shape mismatch, no tensor left over besides the head), and atomically, so a refused or
 interrupted conversion leaves no file behind.
 """
+import argparse
 import math
 import os
 import pickle
 import re
+import sys
 import tempfile
 from collections import defaultdict
 
@@ -27,7 +29,7 @@ from ..utils.errors import UserFileNotFoundError, UserValueError
 from .resnet import DEPTHS, build_classifier
 
 __all__ = ["VARIANT_NAMES", "ConversionError", "load_state_dict", "infer_architecture", "convert",
-           "write_d2_weights", "convert_checkpoint"]
+           "write_d2_weights", "convert_checkpoint", "main"]
 
 # Every classifier of the paper's tables, by the names of dcdc.layers.variants.
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
@@ -229,3 +231,35 @@ def convert_checkpoint(src, dst, depth=None, variant=None, unsafe=False):
             + "\nCheck --depth / --operator (default: inferred from the checkpoint).")
     write_d2_weights(weights, dst)
     return depth, operator, kwargs, weights, report
+
+
+DESCRIPTION = 'Convert a DCDC-ResNet / RedNet ImageNet classifier checkpoint into detectron2 backbone weights.'
+
+
+def main(argv=None):
+    """``tools/convert_classifier_to_d2.py``: convert one checkpoint, report what was dropped."""
+    parser = argparse.ArgumentParser(prog="convert_classifier_to_d2.py", description=DESCRIPTION)
+    parser.add_argument("input", help="classifier checkpoint (torch.save of a state dict)")
+    parser.add_argument("output", help="detectron2 weights to write, e.g. pretrained/DCDC-R50.pkl")
+    parser.add_argument("--depth", type=int, choices=sorted(DEPTHS), help="default: inferred")
+    parser.add_argument("--operator", choices=VARIANT_NAMES,
+                        help="classifier variant (conv_small / conv_large: the global-branch "
+                             "ablations); default: inferred from the key names")
+    parser.add_argument("--unsafe-load", action="store_true",
+                        help="torch.load(weights_only=False), for checkpoints holding objects")
+    args = parser.parse_args(argv)
+    try:
+        depth, operator, kwargs, weights, report = convert_checkpoint(
+            args.input, args.output, args.depth, args.operator, unsafe=args.unsafe_load)
+    except ConversionError as e:
+        print(f"Not written: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.input}: {operator} ResNet-{depth} {kwargs or ''}, "
+          f"{len(weights)} tensors for the detectron2 backbone")
+    if report["num_batches_tracked"]:
+        print(f"  dropped {report['num_batches_tracked']} BN num_batches_tracked buffers")
+    for k in report["dropped"]:
+        assert k.startswith(HEAD_PREFIXES)  # convert_checkpoint refuses any other leftover
+        print(f"  dropped, not in the backbone: {k} (classification head)")
+    print(f"wrote {args.output}")
+    return 0

@@ -16,7 +16,10 @@ and tools/visualize_kernels.py.
     group) next to the image with the positions marked. Different contents give different kernels.
   - GSI (global shift-invariant): ``GSI.dynamic_kernels(GSI.reduce(x))`` is one m x m x k x k
     kernel for the whole image; it is drawn as an m x m matrix (summed over the k x k taps).
+
+  :func:`visualize_kernels` is tools/visualize_kernels.py's program around it.
 """
+import argparse
 import json
 import logging
 import os
@@ -38,7 +41,7 @@ __all__ = ["draw_predictions", "draw_video_predictions", "draw_ground_truth",
            "ground_truth_panoptic", "label",
            "parse_model_spec", "ground_truth_index", "side_by_side",
            "find_resnet", "find_operator", "operator_kernels", "sample_positions", "render",
-           "kernel_figure", "save_figure"]
+           "kernel_figure", "save_figure", "visualize_kernels"]
 
 
 def draw_predictions(image_rgb, predictions, metadata, scale=1.0):
@@ -274,3 +277,52 @@ def save_figure(fig, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def kernels_parser():
+    parser = argparse.ArgumentParser(description="Draw LSA / GSI kernels of a DCDC operator")
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--input", required=True, help="an image file")
+    parser.add_argument("--output", required=True, help="output PNG file")
+    parser.add_argument("--stage", default="res3", help="'stem', 'res2', 'res3', 'res4' or 'res5'")
+    parser.add_argument("--block", type=int, default=0, help="block index within the stage")
+    parser.add_argument("--num-positions", type=int, default=8)
+    parser.add_argument("--group", type=int, default=None,
+                        help="draw one kernel group instead of the mean over groups")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled positions")
+    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER,
+                        help="config overrides, e.g. MODEL.WEIGHTS output/model_final.pth")
+    return parser
+
+
+def visualize_kernels(argv=None):
+    """``tools/visualize_kernels.py``: draw one operator's LSA / GSI kernels for one image."""
+    from detectron2.engine.defaults import DefaultPredictor
+    from detectron2.utils.logger import setup_logger
+
+    from ..config import get_dcdc_cfg
+    from .errors import UserFileNotFoundError, UserValueError
+
+    args = kernels_parser().parse_args(argv)
+    setup_logger(name="dcdc")
+    cfg = get_dcdc_cfg(args.config_file, args.opts, freeze=True)
+    if not cfg.MODEL.WEIGHTS:
+        logging.getLogger("dcdc.visualize_kernels").warning("MODEL.WEIGHTS is empty: drawing the kernels of an untrained model.")
+    elif "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
+        raise UserFileNotFoundError(
+            f"MODEL.WEIGHTS '{cfg.MODEL.WEIGHTS}' does not exist. Give the trained model with "
+            "--opts MODEL.WEIGHTS output/quickstart/model_final.pth (or MODEL.WEIGHTS \"\" for "
+            "an untrained model's kernels).")
+    try:
+        image = read_image(args.input, format="BGR")
+    except Exception as e:
+        raise UserValueError(f"Cannot read image '{args.input}': {type(e).__name__}: "
+                             f"{' '.join(str(e).split())}") from None
+    try:
+        fig = kernel_figure(DefaultPredictor(cfg), image, cfg.INPUT.FORMAT, args.stage, args.block,
+                            args.num_positions, args.group, args.seed)
+    except (TypeError, ValueError) as e:
+        raise UserValueError(str(e)) from None
+    save_figure(fig, args.output)
+    logging.getLogger("dcdc.visualize_kernels").info(f"Wrote {args.output}")
+    return 0
