@@ -9,7 +9,8 @@ Run from the repository root::
 Sizes: the ResNet stage-2 operator (2x64x200x336, K=7) and the FPN P2 neck operator
 (2x256x200x320, K=7), 16 channels per group. Implementations, each in its own process:
 
-* ``unfold``: :func:`dcdc.layers.lsa_aggregate_unfold`, the official involution formulation;
+* ``unfold``: :func:`benchmarks.common.lsa_aggregate_unfold_baseline`, the official involution
+  formulation (what other projects run);
 * ``shift``: :func:`dcdc.layers.lsa_aggregate` with ``DCDC_BACKEND=torch`` (the pure-PyTorch
   shift-and-accumulate composite);
 * ``ours``: :func:`dcdc.layers.lsa_aggregate` with ``DCDC_BACKEND=auto`` (the native kernel
@@ -52,7 +53,8 @@ def _case(args):
     """Runs inside the child process: time one implementation on one size and mode."""
     import torch.nn.functional as F
 
-    from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
+    from benchmarks.common import lsa_aggregate_unfold_baseline
+    from dcdc.layers import lsa_aggregate, lsa_generate_aggregate
     from dcdc.layers.dispatch import resolve_backend, triton_family
 
     device = torch.device(args["device"])
@@ -77,7 +79,7 @@ def _case(args):
         kernels = torch.randn(batch, groups, k * k, height, width, generator=gen)
         kernels = kernels.to(device, dtype)
         inputs = [x, kernels]
-        aggregate = lsa_aggregate_unfold if args["impl"] == "unfold" else lsa_aggregate
+        aggregate = lsa_aggregate_unfold_baseline if args["impl"] == "unfold" else lsa_aggregate
 
         def fn():
             return aggregate(x, kernels, k)

@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks: one subprocess per case, peak memory from ru_maxrss.
+"""Shared helpers for the benchmarks: one subprocess per case, peak memory from ru_maxrss, and
+the unfold baseline of the LSA aggregation (:func:`lsa_aggregate_unfold_baseline`).
 
 Why a subprocess per case: the peak resident set size (``ru_maxrss``) is a process-wide
 high-water mark that never goes down, so each case runs in a fresh interpreter. A case reports
@@ -18,9 +19,11 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["rss_mb", "peak_rss_mb", "minor_faults", "time_call", "run_case", "interleaved",
-           "ratio_cells", "machine_line", "format_table", "measure", "KEEP_FREED_MEMORY"]
+           "ratio_cells", "machine_line", "format_table", "measure", "KEEP_FREED_MEMORY",
+           "lsa_aggregate_unfold_baseline"]
 
 
 def rss_mb():
@@ -148,3 +151,19 @@ def measure(step, device, repeat):
     else:
         extra = peak_rss_mb() - base
     return {"seconds": seconds, "extra_mb": extra, "faults": faults}
+
+
+def lsa_aggregate_unfold_baseline(x, kernels, kernel_size, stride=1):
+    """The LSA aggregation (Eq. 5) as the official involution code and other projects write it,
+    with ``unfold``: the baseline the benchmarks compare against. It materializes the
+    (B, C, K^2, H', W') patches (49x the input for K = 7); the library's PyTorch form is
+    :func:`dcdc.layers.ops.lsa_aggregate_composite`."""
+    from dcdc.layers.ops import check_aggregate_inputs
+
+    groups, out_h, out_w = check_aggregate_inputs(x, kernels, kernel_size, stride)
+    batch, channels = x.shape[:2]
+    pad = (kernel_size - 1) // 2
+    patches = F.unfold(x, kernel_size, padding=pad, stride=stride).view(
+        batch, groups, channels // groups, kernel_size * kernel_size, out_h, out_w
+    )
+    return (kernels.unsqueeze(2) * patches).sum(dim=3).view(batch, channels, out_h, out_w)

@@ -4,14 +4,16 @@
 ``dcdc._C`` (built by setup.py when a compiler is present; an AVX-512/AVX2 register-tiled float32
 path for maps at least 16 columns wide, a generic path otherwise) and the pure-PyTorch
 shift-and-accumulate path (CUDA, or installs without the extension). Both must reproduce the
-float64 ``unfold`` reference, in values and gradients, in fp32 / bf16 / fp16, and agree with each
+float64 reference (the composite, ``lsa_aggregate_composite``, itself checked against a per-pixel
+loop in test_aggregation.py), in values and gradients, in fp32 / bf16 / fp16, and agree with each
 other.
 """
 import pytest
 import torch
 
 from dcdc.layers import aggregation
-from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
+from dcdc.layers import lsa_aggregate, lsa_generate_aggregate
+from dcdc.layers.ops import lsa_aggregate_composite
 from helpers import AGGREGATION_TOL, aggregation_inputs, assert_close_scaled, value_and_grads
 
 NATIVE = aggregation.native_available()
@@ -41,7 +43,7 @@ def path(request, monkeypatch):
 def test_dtypes_match_float64_reference(shape, dtype, path):
     x, kernels, grad, k, stride = aggregation_inputs(shape, dtype)
     # the reference sees the same (rounded) inputs, in float64
-    expected = value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(), grad.double(),
+    expected = value_and_grads(lsa_aggregate_composite, x.double(), kernels.double(), grad.double(),
                                 k, stride)
     actual = value_and_grads(lsa_aggregate, x, kernels, grad, k, stride)
     for a, e in zip(actual, expected):
@@ -74,7 +76,7 @@ def test_native_gradcheck(shape):
 def test_layouts_and_partial_grads(path):
     """Non-contiguous / channels_last inputs and a gradient for only one of the inputs."""
     x, kernels, grad, k, stride = aggregation_inputs((2, 32, 9, 20, 2, 3, 1), torch.float32, seed=3)
-    expected = value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(), grad.double(),
+    expected = value_and_grads(lsa_aggregate_composite, x.double(), kernels.double(), grad.double(),
                                 k, stride)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     k_nc = kernels.transpose(3, 4).contiguous().transpose(3, 4)
@@ -115,13 +117,13 @@ def _fused_inputs(shape, seed=0):
             torch.randn(batch, channels, out_h, out_w, generator=gen), k, stride)
 
 
-def _generate_then_unfold(x, hidden, weight, bias, k, stride):
-    """Independent float64 reference: an explicit 1x1 conv, then the unfold aggregation."""
+def _generate_then_aggregate(x, hidden, weight, bias, k, stride):
+    """Independent float64 reference: an explicit 1x1 conv, then the composite aggregation."""
     kernels = torch.einsum("or,brhw->bohw", weight, hidden)
     if bias is not None:
         kernels = kernels + bias.view(1, -1, 1, 1)
     kernels = kernels.view(x.shape[0], -1, k * k, *kernels.shape[2:])
-    return lsa_aggregate_unfold(x, kernels, k, stride)
+    return lsa_aggregate_composite(x, kernels, k, stride)
 
 
 def _fused_value_and_grads(fn, inputs, grad, k, stride):
@@ -138,7 +140,7 @@ def test_generate_aggregate_matches_float64_reference(shape, with_bias, path):
     bias = bias if with_bias else None
     inputs = [x, hidden, weight, bias]
     expected = _fused_value_and_grads(
-        _generate_then_unfold, [t.double() if t is not None else None for t in inputs],
+        _generate_then_aggregate, [t.double() if t is not None else None for t in inputs],
         grad.double(), k, stride)
     actual = _fused_value_and_grads(lsa_generate_aggregate, inputs, grad, k, stride)
     assert len(actual) == len(expected) == (5 if with_bias else 4)

@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dcdc.layers import DCDCConv2d, lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
+from dcdc.layers import DCDCConv2d, lsa_aggregate, lsa_generate_aggregate
+from dcdc.layers.ops import lsa_aggregate_composite
 from dcdc.layers.dispatch import TRITON_KERNELS, triton_available
 from helpers import AGGREGATION_TOL, aggregation_inputs, assert_close_scaled, value_and_grads
 
@@ -43,7 +44,7 @@ def family(request, monkeypatch):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_triton_matches_float64_reference(family, shape, dtype):
     x, kernels, grad, k, stride = aggregation_inputs(shape, dtype)
-    expected = value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
+    expected = value_and_grads(lsa_aggregate_composite, x.double(), kernels.double(),
                                 grad.double(), k, stride)
     actual = value_and_grads(lsa_aggregate, x.to(DEVICE), kernels.to(DEVICE), grad.to(DEVICE), k, stride)
     for a, e in zip(actual, expected, strict=True):
@@ -54,7 +55,7 @@ def test_triton_matches_float64_reference(family, shape, dtype):
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
 def test_triton_reads_any_layout(family, layout):
     x, kernels, grad, k, stride = aggregation_inputs(SHAPES[0], torch.float32)
-    expected = value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
+    expected = value_and_grads(lsa_aggregate_composite, x.double(), kernels.double(),
                                 grad.double(), k, stride)
     xc, kc = x.to(DEVICE), kernels.to(DEVICE)
     if layout == "channels_last":
@@ -156,7 +157,7 @@ def test_float64_is_exact(family, monkeypatch):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_tensors_on_another_device_than_the_current_one(family):
     x, kernels, grad, k, stride = aggregation_inputs(SHAPES[0], torch.float32)
-    expected = value_and_grads(lsa_aggregate_unfold, x.double(), kernels.double(),
+    expected = value_and_grads(lsa_aggregate_composite, x.double(), kernels.double(),
                                 grad.double(), k, stride)
     with torch.cuda.device(0):
         dev = torch.device("cuda:1")
@@ -192,7 +193,7 @@ def test_fused_generate_aggregate_matches_reference(family):
     out.square().sum().backward()
     ref = [t.detach().double().requires_grad_(True) for t in (x, hidden, weight, bias)]
     kernels = torch.einsum("or,brhw->bohw", ref[2], ref[1]) + ref[3].view(1, -1, 1, 1)
-    expected = lsa_aggregate_unfold(ref[0], kernels.view(2, 2, 49, 6, 11), 7, 2)
+    expected = lsa_aggregate_composite(ref[0], kernels.view(2, 2, 49, 6, 11), 7, 2)
     expected.square().sum().backward()
     assert_close_scaled(out, expected, AGGREGATION_TOL[torch.float32])
     for a, e in zip(leaves, ref):

@@ -9,6 +9,8 @@ from torch import nn
 from detectron2.layers import Conv2d, FrozenBatchNorm2d, get_norm
 
 from dcdc.layers import DCDCConv2d, aggregation, dcdc_conv, folded_conv, norm_relu_
+from dcdc.layers import ops
+from dcdc.layers.ops import lsa_aggregate_composite
 from dcdc.modeling import build_classifier
 
 needs_native = pytest.mark.skipif(not aggregation.native_available(),
@@ -36,7 +38,7 @@ def test_pointwise_kernel_matches_float64(shape, out_channels, k, relu):
     weight = torch.randn(out_channels, shape[1], generator=gen)
     bias = torch.randn(out_channels, generator=gen) if k != 5 else None
     dw = torch.randn(shape[1], 1, k, k, generator=gen) if k else None
-    out = dcdc_conv.native.pointwise_forward(x, weight.t().contiguous(), bias, dw, relu)
+    out = ops._native.pointwise_forward(x, weight.t().contiguous(), bias, dw, relu)
     ref = _reference(x, weight, bias, dw, relu)
     assert out.dtype == torch.float32 and out.shape == ref.shape and out.is_contiguous()
     if ref.numel():
@@ -49,7 +51,7 @@ def test_pointwise_kernel_threads_agree():
     outs = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        outs.append(dcdc_conv.native.pointwise_forward(x, weight.t().contiguous(), None, None, True))
+        outs.append(ops._native.pointwise_forward(x, weight.t().contiguous(), None, None, True))
     assert torch.equal(*outs)
 
 
@@ -62,7 +64,7 @@ def test_pointwise_kernel_threads_agree():
 ], ids=["dtype", "weight", "bias", "depthwise"])
 def test_pointwise_kernel_bad_input_raises(args, match):
     with pytest.raises(RuntimeError, match=match):
-        dcdc_conv.native.pointwise_forward(*args(torch.randn(1, 8, 5, 5)))
+        ops._native.pointwise_forward(*args(torch.randn(1, 8, 5, 5)))
 
 
 def _generator_conv(norm):
@@ -77,11 +79,15 @@ def _generator_conv(norm):
 
 
 class _Counting:
-    """Stands in for ``dcdc._C`` in dcdc_conv and counts the inference kernels' calls
-    (``calls``: the 1x1 kernel; ``fused_gsi``: the fused LSA kernel with the GSI branch)."""
+    """Stands in for ``dcdc._C`` in dcdc.layers.ops (which alone calls it) and counts the
+    inference kernels' calls (``calls``: the 1x1 kernel; ``fused_gsi``: the fused LSA kernel
+    with the GSI branch); the other kernels pass through."""
 
     def __init__(self, native):
         self.native, self.calls, self.fused_gsi = native, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.native, name)
 
     def pointwise_forward(self, *args):
         self.calls += 1
@@ -98,8 +104,8 @@ def test_conv1x1_folds_frozen_norm_and_runs_native_in_inference(norm, monkeypatc
     conv = _generator_conv(nn.BatchNorm2d(4) if norm == "BN" else FrozenBatchNorm2d(4)).eval()
     dw = Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
     x = torch.randn(2, 16, 11, 21)
-    counting = _Counting(dcdc_conv.native)
-    monkeypatch.setattr(dcdc_conv, "native", counting)
+    counting = _Counting(ops._native)
+    monkeypatch.setattr(ops, "_native", counting)
     with torch.no_grad():
         out = dcdc_conv._conv1x1(conv, x, depthwise=dw)
         ref = conv.double()(dw.double()(x.double()))
@@ -110,8 +116,8 @@ def test_conv1x1_folds_frozen_norm_and_runs_native_in_inference(norm, monkeypatc
 @needs_native
 def test_conv1x1_keeps_autograd_and_batch_statistics(monkeypatch):
     conv = _generator_conv(nn.BatchNorm2d(4))
-    counting = _Counting(dcdc_conv.native)
-    monkeypatch.setattr(dcdc_conv, "native", counting)
+    counting = _Counting(ops._native)
+    monkeypatch.setattr(ops, "_native", counting)
     x = torch.randn(2, 16, 6, 7, requires_grad=True)
     conv.eval()
     dcdc_conv._conv1x1(conv, x).sum().backward()  # a gradient is needed: not the native kernel
@@ -136,8 +142,8 @@ def test_dcdc_conv_inference_equals_composite(stride, size, dtype, monkeypatch):
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 2)
     x = torch.randn(2, 32, *size, dtype=dtype)
-    counting = _Counting(dcdc_conv.native)
-    monkeypatch.setattr(dcdc_conv, "native", counting)
+    counting = _Counting(ops._native)
+    monkeypatch.setattr(ops, "_native", counting)
     with torch.no_grad():
         fast = op(x)
         monkeypatch.setenv("DCDC_BACKEND", "torch")
@@ -158,8 +164,8 @@ def test_dcdc_conv_inference_equals_composite(stride, size, dtype, monkeypatch):
 def test_fused_forward_with_gsi_against_float64(kernel_size, stride, channels, group_channels,
                                                 size):
     """The native fused LSA kernel with the GSI term equals Eq. 5 plus gsi_weight @ gsi_z,
-    computed in float64 by unfold; any channel count per group (whole register tiles or not),
-    both strides, odd sizes, the overlapping last column tile."""
+    computed in float64 by the composite; any channel count per group (whole register tiles or
+    not), both strides, odd sizes, the overlapping last column tile."""
     torch.manual_seed(0)
     batch, groups, reduced, m = 2, channels // group_channels, 5, 3
     out_h, out_w = (-(-n // stride) for n in size)
@@ -169,12 +175,12 @@ def test_fused_forward_with_gsi_against_float64(kernel_size, stride, channels, g
     bias = torch.randn(groups * kernel_size ** 2)
     gsi_z = torch.randn(batch, m, out_h, out_w)
     gsi_weight = torch.randn(batch, channels, m)
-    got = dcdc_conv.native.lsa_fused_forward(x, hidden, weight, bias, kernel_size, stride,
-                                             gsi_z=gsi_z, gsi_weight=gsi_weight)
+    got = ops._native.lsa_fused_forward(x, hidden, weight, bias, kernel_size, stride,
+                                        gsi_z=gsi_z, gsi_weight=gsi_weight)
     kernels = (torch.einsum("or,brhw->bohw", weight.double(), hidden.double())
                + bias.double().view(1, -1, 1, 1))
     kernels = kernels.view(batch, groups, kernel_size ** 2, out_h, out_w)
-    want = aggregation.lsa_aggregate_unfold(x.double(), kernels, kernel_size, stride)
+    want = lsa_aggregate_composite(x.double(), kernels, kernel_size, stride)
     want = want + torch.einsum("bcm,bmhw->bchw", gsi_weight.double(), gsi_z.double())
     assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
 
@@ -184,12 +190,12 @@ def test_fused_forward_gsi_bad_input():
     x, hidden = torch.randn(1, 16, 4, 16), torch.randn(1, 4, 4, 16)
     weight = torch.randn(49, 4)
     with pytest.raises(RuntimeError, match="both gsi_z and gsi_weight"):
-        dcdc_conv.native.lsa_fused_forward(x, hidden, weight, None, 7, 1,
-                                           gsi_z=torch.randn(1, 3, 4, 16))
+        ops._native.lsa_fused_forward(x, hidden, weight, None, 7, 1,
+                                      gsi_z=torch.randn(1, 3, 4, 16))
     with pytest.raises(RuntimeError, match=r"gsi_weight \(B, C, m\)"):
-        dcdc_conv.native.lsa_fused_forward(x, hidden, weight, None, 7, 1,
-                                           gsi_z=torch.randn(1, 3, 4, 16),
-                                           gsi_weight=torch.randn(1, 15, 3))
+        ops._native.lsa_fused_forward(x, hidden, weight, None, 7, 1,
+                                      gsi_z=torch.randn(1, 3, 4, 16),
+                                      gsi_weight=torch.randn(1, 15, 3))
 
 
 def _with_stats(module):
@@ -221,8 +227,8 @@ def test_folded_conv_equals_conv_in_inference(in_ch, out_ch, k, stride, norm, na
                               norm=get_norm(norm, out_ch), activation=nn.ReLU()))
     x = torch.randn(2, in_ch, 13, 18)
     if aggregation.native_available():
-        counting = _Counting(dcdc_conv.native)
-        monkeypatch.setattr(dcdc_conv, "native", counting)
+        counting = _Counting(ops._native)
+        monkeypatch.setattr(ops, "_native", counting)
     with torch.no_grad():
         out = folded_conv(conv, x)
         ref = conv.double()(x.double())

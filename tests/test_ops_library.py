@@ -3,7 +3,8 @@ registration, AOT dispatch), the ``DCDC_BACKEND`` variable, traced node names an
 import pytest
 import torch
 
-from dcdc.layers import aggregation, lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
+from dcdc.layers import aggregation, lsa_aggregate, lsa_generate_aggregate
+from dcdc.layers.ops import lsa_aggregate_composite
 from dcdc.layers.dispatch import BACKENDS, resolve_backend, triton_available
 
 CPU_BACKENDS = ["native", "torch"] if aggregation.native_available() else ["torch"]
@@ -63,10 +64,10 @@ def test_opcheck_backward_ops(backend, dtype, need, monkeypatch):
 
 
 def test_backward_ops_give_the_reference_gradients():
-    """The backward ops are what autograd calls: compare them with the float64 unfold path."""
+    """The backward ops are what autograd calls: compare them with autograd through the float64 composite."""
     x, kernels, k, s = _aggregate_args(torch.float64, True)
     grad_out = torch.randn(2, 8, 3, 9, dtype=torch.float64)
-    lsa_aggregate_unfold(x, kernels, k, s).backward(grad_out)
+    lsa_aggregate_composite(x, kernels, k, s).backward(grad_out)
     grad_x, grad_kernels = torch.ops.dcdc.lsa_aggregate_backward(
         grad_out, x.detach(), kernels.detach(), k, s, True, False)
     torch.testing.assert_close(grad_x, x.grad)
@@ -98,7 +99,7 @@ def test_backends_agree_with_reference(backend, monkeypatch):
     monkeypatch.setenv("DCDC_BACKEND", backend)
     x, hidden, weight, bias, k, s = _generate_args(torch.float32, False)
     kernels = torch.nn.functional.conv2d(hidden, weight[:, :, None, None], bias)
-    expected = lsa_aggregate_unfold(x.double(), kernels.double().view(2, 2, 9, 6, 17), k, s)
+    expected = lsa_aggregate_composite(x.double(), kernels.double().view(2, 2, 9, 6, 17), k, s)
     torch.testing.assert_close(lsa_generate_aggregate(x, hidden, weight, bias, k, s).double(),
                                expected, rtol=1e-5, atol=1e-5)
 
@@ -121,8 +122,8 @@ def test_autocast_runs_in_the_autocast_dtype():
     assert out.dtype == fused.dtype == torch.bfloat16
     out.float().sum().backward()
     assert x.grad.dtype == torch.float32  # autograd casts the gradient back to the leaf's dtype
-    expected = lsa_aggregate_unfold(x.detach().bfloat16().double(),
-                                    kernels.detach().bfloat16().double(), k, s)
+    expected = lsa_aggregate_composite(x.detach().bfloat16().double(),
+                                       kernels.detach().bfloat16().double(), k, s)
     assert (out.double() - expected).abs().max() <= 2e-2 * expected.abs().max()
 
 

@@ -1,7 +1,7 @@
 """The Triton kernels under ``TRITON_INTERPRET=1`` on CPU tensors, against the float64 Eq. 5
-reference (unfold): values and both gradients, for both kernel families (``simple`` and
-``tiled``, chosen by ``DCDC_TRITON_KERNELS``); offsets past int32 (views of a huge, untouched
-buffer); float64, which the triton backend hands to the exact composite.
+reference (the PyTorch composite): values and both gradients, for both kernel families
+(``simple`` and ``tiled``, chosen by ``DCDC_TRITON_KERNELS``); offsets past int32 (views of a
+huge, untouched buffer); float64, which the triton backend hands to the exact composite.
 
 Triton reads ``TRITON_INTERPRET`` when it is imported, and another test may already have
 imported it in this process, so the cases run in one child process (this file run as a script)
@@ -100,7 +100,8 @@ def _huge_strided_inputs(shape):
 def _run_case(family, kind, shape, dtype_name, layout):
     import torch
 
-    from dcdc.layers import lsa_aggregate, lsa_aggregate_unfold, lsa_generate_aggregate
+    from dcdc.layers import lsa_aggregate, lsa_generate_aggregate
+    from dcdc.layers.ops import lsa_aggregate_composite
 
     os.environ["DCDC_TRITON_KERNELS"] = family
     dtype = getattr(torch, dtype_name)
@@ -118,7 +119,7 @@ def _run_case(family, kind, shape, dtype_name, layout):
         rss = _rss_mb() - rss
         x64 = x.contiguous().double().requires_grad_(True)
         k64 = kernels.contiguous().double().requires_grad_(True)
-        expected = lsa_aggregate_unfold(x64, k64, k, stride)
+        expected = lsa_aggregate_composite(x64, k64, k, stride)
         expected.backward(grad.contiguous().double())
         errors = [_max_error(a, e) for a, e in zip([out, *grads], [expected, x64.grad, k64.grad])]
         return {"max_error": max(errors), "rss_growth_mb": rss}
@@ -163,7 +164,7 @@ def _run_case(family, kind, shape, dtype_name, layout):
         lsa_generate_aggregate(*leaves, k, stride).backward(grad)
         ref = [t.detach().double().requires_grad_(True) for t in leaves]
         ref_kernels = torch.einsum("or,brhw->bohw", ref[2], ref[1]) + ref[3].view(1, -1, 1, 1)
-        expected_out = lsa_aggregate_unfold(
+        expected_out = lsa_aggregate_composite(
             ref[0], ref_kernels.view(batch, groups, k * k, out_h, out_w), k, stride)
         expected_out.backward(grad.double())
         return {"max_error": max(_max_error(a.grad, e.grad) for a, e in zip(leaves, ref))}
@@ -174,7 +175,7 @@ def _run_case(family, kind, shape, dtype_name, layout):
     out.backward(grad)
     x64 = x.detach().double().requires_grad_(True)
     k64 = kernels.detach().double().requires_grad_(True)
-    expected = lsa_aggregate_unfold(x64, k64, k, stride)
+    expected = lsa_aggregate_composite(x64, k64, k, stride)
     expected.backward(grad.double())
     errors = [_max_error(out, expected), _max_error(xin.grad, x64.grad)]
     if need_kernels:

@@ -1,7 +1,7 @@
 """Deployment: TorchScript and ONNX export of the DCDC operators, backbones and detectors.
 
 * :mod:`.onnx_ops`: the ``dcdc`` operators in standard ONNX operators, for both ``torch.onnx``
-  exporters (symbolics registered by ``import dcdc``; decompositions for ``dynamo=True``), and
+  exporters, registered by ``import dcdc`` (a plain ``torch.onnx.export`` works), and
   :func:`export_onnx` for modules (``DCDCConv2d``, classifiers, backbones).
 * :mod:`.detector`: detectron2 detectors by tracing (``TracingAdapter``), to TorchScript or ONNX,
   the exported model behind the eager interface for evaluation.
@@ -12,5 +12,6 @@ from .detector import (  # noqa: F401
     export_torchscript, match_detections, named_outputs, traceable_model,
 )
 from .onnx_ops import (  # noqa: F401
-    ONNX_MIN_OPSET, decompose, decompositions, export_onnx, register_onnx_symbolics,
+    ONNX_MIN_OPSET, decompose, decompositions, export_onnx, register_onnx_exporters,
+    register_onnx_symbolics,
 )

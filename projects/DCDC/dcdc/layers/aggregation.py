@@ -3,7 +3,8 @@
 ``Y[b, c, h, w] = sum_{i,j} Xpad[b, c, h*s + i, w*s + j] * H[b, c // (C // G), i*K + j, h, w]``
 
 The usual involution code builds this with ``unfold``, which materializes a
-``B x C x K^2 x H' x W'`` tensor (49x the input for K=7). :func:`lsa_aggregate` never does, in
+``B x C x K^2 x H' x W'`` tensor (49x the input for K=7; the benchmarks' baseline,
+``benchmarks.common.lsa_aggregate_unfold_baseline``). :func:`lsa_aggregate` never does, in
 forward or backward. It calls the operator ``torch.ops.dcdc.lsa_aggregate`` (see :mod:`.ops`),
 which runs one of three implementations of the same math, chosen by ``DCDC_BACKEND`` (see
 :mod:`.dispatch`):
@@ -14,8 +15,9 @@ which runs one of three implementations of the same math, chosen by ``DCDC_BACKE
 * ``triton``, CUDA tensors (:mod:`.triton_kernels`): two kernel families (``simple``: one
   output element per thread; ``tiled``: a group's channels per program), fp32 accumulation;
   float64 runs the ``torch`` composite (exact).
-* ``torch``, any device: pure PyTorch shift-and-accumulate, K^2 in-place multiply-adds of
-  strided views of the padded input; extra memory is one padded copy of the input.
+* ``torch``, any device: :func:`.ops.lsa_aggregate_composite`, pure PyTorch
+  shift-and-accumulate, K^2 in-place multiply-adds of strided views of the padded input; extra
+  memory is one padded copy of the input.
 
 Every dtype float64/32/16 and bfloat16 is accepted; fp16/bf16 accumulate in float32. Under
 ``torch.autocast`` the inputs are cast to the autocast dtype (the op runs in bf16 / fp16).
@@ -25,6 +27,10 @@ Every dtype float64/32/16 and bfloat16 is accepted; fp16/bf16 accumulate in floa
 row's kernels in cache, so the B x G*K^2 x H' x W' kernel tensor (3x the input for K=7, G=C/16)
 is never written to memory nor kept from forward to backward; backward regenerates it for the
 input gradient only. Elsewhere the op generates the kernels by one bmm and aggregates them.
+
+Under ``torch.onnx.export(..., dynamo=False)`` (a JIT trace the TorchScript-based ONNX exporter
+converts op by op) both functions record the composite instead of the opaque operators, so the
+exporter writes Eq. 5 from its aten ops (see :mod:`dcdc.export.onnx_ops`).
 """
 import torch
 import torch.nn.functional as F
@@ -33,13 +39,11 @@ from . import dispatch
 from .ops import (  # registers torch.ops.dcdc
     check_aggregate_inputs,
     check_generator_inputs,
+    lsa_aggregate_composite,
     native_available,
 )
 
-__all__ = [
-    "lsa_aggregate", "lsa_generate_aggregate", "lsa_aggregate_unfold", "check_aggregate_inputs",
-    "native_available",
-]
+__all__ = ["lsa_aggregate", "lsa_generate_aggregate", "check_aggregate_inputs", "native_available"]
 
 
 def lsa_aggregate(x, kernels, kernel_size, stride=1):
@@ -58,7 +62,8 @@ def lsa_aggregate(x, kernels, kernel_size, stride=1):
     """
     check_aggregate_inputs(x, kernels, kernel_size, stride)
     dtype = dispatch.compute_dtype(x, kernels)
-    return torch.ops.dcdc.lsa_aggregate(x.to(dtype), kernels.to(dtype), kernel_size, stride)
+    aggregate = lsa_aggregate_composite if dispatch.onnx_tracing() else torch.ops.dcdc.lsa_aggregate
+    return aggregate(x.to(dtype), kernels.to(dtype), kernel_size, stride)
 
 
 def lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride=1):
@@ -72,28 +77,16 @@ def lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride=1):
 
     Same result as ``lsa_aggregate(x, conv1x1(hidden).view(B, G, K*K, H', W'), K, stride)``.
     A JIT trace outside :func:`~dcdc.layers.dispatch.deployment_tracing` runs exactly that
-    (``aten::_convolution`` then ``dcdc::lsa_aggregate``, so FLOP counters see the conv);
-    everything else runs ``torch.ops.dcdc.lsa_generate_aggregate``.
+    (``aten::_convolution`` then ``dcdc::lsa_aggregate``, so FLOP counters see the conv), and so
+    does the TorchScript-based ONNX exporter's trace, with the composite for the op; everything
+    else runs ``torch.ops.dcdc.lsa_generate_aggregate``.
     """
     kernel_shape = check_generator_inputs(x, hidden, weight, bias, kernel_size, stride)
     dtype = dispatch.compute_dtype(x, hidden, weight, bias)
     x, hidden, weight = x.to(dtype), hidden.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
-    if dispatch.counting():
+    if dispatch.counting() or dispatch.onnx_tracing():
         kernels = F.conv2d(hidden, weight[:, :, None, None], bias).view(kernel_shape)
-        return torch.ops.dcdc.lsa_aggregate(x, kernels, kernel_size, stride)
+        return lsa_aggregate(x, kernels, kernel_size, stride)
     return torch.ops.dcdc.lsa_generate_aggregate(x, hidden, weight, bias, kernel_size, stride)
 
-
-def lsa_aggregate_unfold(x, kernels, kernel_size, stride=1):
-    """The aggregation as the official involution code writes it, with ``unfold``.
-
-    Kept as the baseline for benchmarks; it materializes (B, C, K^2, H', W').
-    """
-    groups, out_h, out_w = check_aggregate_inputs(x, kernels, kernel_size, stride)
-    batch, channels = x.shape[:2]
-    pad = (kernel_size - 1) // 2
-    patches = F.unfold(x, kernel_size, padding=pad, stride=stride).view(
-        batch, groups, channels // groups, kernel_size * kernel_size, out_h, out_w
-    )
-    return (kernels.unsqueeze(2) * patches).sum(dim=3).view(batch, channels, out_h, out_w)

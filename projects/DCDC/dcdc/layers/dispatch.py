@@ -8,7 +8,8 @@ being recorded. A decision has two parts.
 
 * ``count``: a ``torch.jit.trace`` outside :func:`deployment_tracing` (fvcore's FLOP counter,
   ``torch.onnx.export(..., dynamo=False)``). The layers record plain convs (the generators' 1x1
-  convs, GSI's) and ``dcdc::lsa_aggregate``: what FLOP counters count.
+  convs, GSI's) and ``dcdc::lsa_aggregate``: what FLOP counters count; under the ONNX exporter
+  (:func:`onnx_tracing`) Eq. 5 as the composite's aten ops, which it converts.
 * ``graph``: :func:`deployment_tracing`, ``torch.compile``, ``torch.export`` (the default
   ``torch.onnx.export``). Functional GEMM forms, ``dcdc::lsa_generate_aggregate`` and
   ``dcdc::depthwise_conv`` (recorded through their fake kernels).
@@ -68,7 +69,8 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["MODES", "BACKENDS", "TRITON_KERNELS", "TABLE", "Facts", "Path", "plan", "facts",
-           "mode", "explain", "deployment_tracing", "counting", "resolve_backend",
+           "mode", "explain", "deployment_tracing", "counting", "onnx_tracing", "propagating_shapes",
+           "resolve_backend",
            "triton_family", "native_available", "triton_available", "kernel_backend",
            "fused_generation", "native_depthwise", "compute_dtype", "fused_operator", "depthwise_form",
            "native_pointwise", "conv1x1_form", "fast_inference", "NATIVE_MIN_WIDTH",
@@ -249,6 +251,22 @@ def deployment_tracing():
 def counting():
     """Whether this call is being JIT-traced to be counted (the ``count`` mode)."""
     return torch.jit.is_tracing() and not _deployment_traces
+
+
+def onnx_tracing():
+    """Whether the TorchScript-based ONNX exporter (``torch.onnx.export(..., dynamo=False)``) is
+    tracing this call: it converts each traced op by its symbolic, so the aggregation records
+    :func:`.ops.lsa_aggregate_composite`'s aten ops there instead of the opaque ``dcdc`` ops."""
+    return torch.jit.is_tracing() and torch.onnx.is_in_onnx_export()
+
+
+def propagating_shapes(x):
+    """Whether ``x`` is a FakeTensor only propagating shapes, no graph being recorded (FakeTensor
+    runs a decomposition of the ``dcdc`` ops there when sizes are symbolic): the exporters'
+    decompositions then return the fake kernels' result instead of tracing Eq. 5's K^2 taps."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return isinstance(x, torch._subclasses.FakeTensor) and get_proxy_mode() is None
 
 
 def _needs_grad(tensors):

@@ -122,26 +122,38 @@ def _acc_dtype(x):
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
-def _offset_views(x_pad, kernel_size, stride, out_h, out_w):
-    """Yield ``(i*K + j, strided view of x_pad seen by kernel tap (i, j))``, each (B, C, H', W')."""
-    h_span, w_span = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+def _offset_views(x_pad, kernel_size, stride):
+    """Yield ``(i*K + j, strided view of x_pad seen by kernel tap (i, j))``, each (B, C, H', W'),
+    for ``x_pad`` an (H, W) map zero-padded by (K - 1) // 2 on each side. Tap row i reads rows
+    i, i + s, ... before i + H: ceil(H / s) = H' of them whatever H is. The ends are written
+    relative to the padded map's end (i - 2 * pad, or the end itself), so a graph traced or
+    exported through these views keeps H and W symbolic."""
+    pad = (kernel_size - 1) // 2
     for i in range(kernel_size):
         for j in range(kernel_size):
-            yield i * kernel_size + j, x_pad[:, :, i : i + h_span : stride, j : j + w_span : stride]
+            rows = slice(i, (i - 2 * pad) or None, stride)
+            cols = slice(j, (j - 2 * pad) or None, stride)
+            yield i * kernel_size + j, x_pad[:, :, rows, cols]
 
 
-def lsa_aggregate_composite(x, kernels, kernel_size, stride):
-    """Eq. 5 in PyTorch, exactly: the ``torch`` backend, the exporters' decomposition and the
-    tests' reference. Shift-and-accumulate: K^2 multiply-adds of strided views of the padded
-    input; never builds the B x C x K^2 x H' x W' tensor."""
+def lsa_aggregate_composite(x, kernels, kernel_size, stride, *, functional=False):
+    """Eq. 5 in PyTorch, exactly, and the only Python transcription of it: the ``torch``
+    backend, what both ONNX exporters write (:mod:`dcdc.export.onnx_ops`) and the tests'
+    reference. Shift-and-accumulate: K^2 multiply-adds of strided views of the padded input;
+    never builds the B x C x K^2 x H' x W' tensor. Traced (``torch.jit.trace``,
+    ``torch.export``) it records aten ops whose sizes follow the input's: H and W stay dynamic.
+
+    ``functional``: each multiply-add makes a new tensor instead of adding in place (the same
+    values; a decomposition, which ``run_decompositions`` traces, must not mutate)."""
     batch, channels = x.shape[:2]
     groups, out_h, out_w = kernels.shape[1], kernels.shape[3], kernels.shape[4]
     pad = (kernel_size - 1) // 2
     x_pad = F.pad(x, (pad, pad, pad, pad))
     out = x.new_zeros(batch, groups, channels // groups, out_h, out_w, dtype=_acc_dtype(x))
-    for tap, view in _offset_views(x_pad, kernel_size, stride, out_h, out_w):
+    accumulate = torch.addcmul if functional else torch.Tensor.addcmul_
+    for tap, view in _offset_views(x_pad, kernel_size, stride):
         # out[b, g, c', h, w] += x[b, g, c', ...] * H[b, g, tap, h, w]
-        out.addcmul_(view.reshape(out.shape), kernels[:, :, tap, None])
+        out = accumulate(out, view.reshape(out.shape), kernels[:, :, tap, None])
     return out.view(batch, channels, out_h, out_w).to(x.dtype)
 
 
@@ -154,13 +166,13 @@ def _torch_backward(grad_out, x, kernels, kernel_size, stride, need_x, need_kern
     grad_x = grad_kernels = None
     if need_x:
         grad_x_pad = x.new_zeros(batch, channels, height + 2 * pad, width + 2 * pad, dtype=acc)
-        for tap, view in _offset_views(grad_x_pad, kernel_size, stride, out_h, out_w):
+        for tap, view in _offset_views(grad_x_pad, kernel_size, stride):
             view.view(grad_out.shape).addcmul_(grad_out, kernels[:, :, tap, None])
         grad_x = grad_x_pad[:, :, pad : pad + height, pad : pad + width].to(x.dtype).contiguous()
     if need_kernels:
         x_pad = F.pad(x, (pad, pad, pad, pad))
         grad_kernels = kernels.new_empty(kernels.shape)
-        for tap, view in _offset_views(x_pad, kernel_size, stride, out_h, out_w):
+        for tap, view in _offset_views(x_pad, kernel_size, stride):
             prod = view.reshape(grad_out.shape).to(acc) * grad_out
             grad_kernels[:, :, tap] = prod.sum(dim=2)
     return grad_x, grad_kernels
