@@ -198,6 +198,24 @@ def test_frozen_norms_keep_their_scale(caplog):
         build_classifier(26, "conv", num_classes=3, norm="FrozenBN")
 
 
+def test_auto_leaves_a_frozen_norm_model_alone(caplog):
+    """All norms frozen (FrozenBN, a paper config meant for pretrained weights) and no weights:
+    "auto" keeps the default init, with a warning (the recipe would give Inf at init there);
+    True forces it."""
+    opts = ("MODEL.RESNETS.NORM", "FrozenBN", "MODEL.BACKBONE.FREEZE_AT", "2")
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING, logger="dcdc.modeling.backbone"):
+        backbone = build_backbone(yaml_cfg("dcdc", *opts))
+    assert "not applied: no weights are loaded but the model has frozen norms" in caplog.text
+    assert_default_init(backbone)
+    with torch.no_grad():
+        out = backbone(torch.randn(1, 3, 128, 128))
+    assert all(torch.isfinite(v).all() for v in out.values())
+    forced = build_backbone(yaml_cfg("dcdc", *opts, "MODEL.DCDC.SCRATCH_INIT", "True"))
+    conv = forced.bottom_up.res3[0].conv1
+    assert conv.weight.std() > 0.7 * kaiming_std(conv)
+
+
 def test_key_values():
     assert get_dcdc_cfg(YAML, ["MODEL.DCDC.SCRATCH_INIT", "auto"]).MODEL.DCDC.SCRATCH_INIT == "auto"
     assert get_dcdc_cfg(YAML, ["MODEL.DCDC.SCRATCH_INIT", "True"]).MODEL.DCDC.SCRATCH_INIT is True

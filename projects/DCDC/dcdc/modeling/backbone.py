@@ -17,14 +17,14 @@ says.
 """
 import logging
 
-from detectron2.layers import ShapeSpec
+from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 
 from ..config import operator_kwargs_from_cfg
 from ..layers.dcdc_conv import group_norm
-from .init import resolve_scratch_init, scratch_init_
+from .init import residual_blocks, resolve_scratch_init, scratch_init_
 from .neck import NECKS, DCDCFPN
 from .resnet import DEPTHS, DCDCStem, make_dcdc_stages
 
@@ -42,6 +42,19 @@ logger = logging.getLogger(__name__)
 
 
 def _scratch_init(module, what, scratch_init, init_checkpoint, exclude=()):
+    auto = scratch_init is None or (isinstance(scratch_init, str) and scratch_init.lower() == "auto")
+    blocks = residual_blocks(module)
+    if (auto and resolve_scratch_init(scratch_init, init_checkpoint) and blocks
+            and all(isinstance(b.conv3.norm, FrozenBatchNorm2d) for b in blocks)):
+        # A model whose norms are all frozen is built for pretrained weights: without norms that
+        # learn, the recipe's Kaiming-initialised dynamic kernels grow from block to block (Inf
+        # at init; a Mask R-CNN DCDC-R50 with FrozenBN and no weights).
+        logger.warning(
+            f"Scratch initialisation of the {what} not applied: no weights are loaded but the "
+            "model has frozen norms (FrozenBN), which cannot learn from scratch. Give pretrained "
+            "weights, or train from scratch with MODEL.RESNETS.NORM BN / SyncBN / GN and "
+            "MODEL.BACKBONE.FREEZE_AT 0 (MODEL.DCDC.SCRATCH_INIT True forces it).")
+        return module
     if resolve_scratch_init(scratch_init, init_checkpoint):
         logger.info(f"Scratch initialisation of the {what} (scratch_init={scratch_init!r}, "
                     f"weights {init_checkpoint!r}): convs Kaiming normal (fan_out), norms 1 / 0, "
