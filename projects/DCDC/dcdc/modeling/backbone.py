@@ -42,9 +42,11 @@ logger = logging.getLogger(__name__)
 
 
 def _scratch_init(module, what, scratch_init, init_checkpoint, exclude=()):
-    auto = scratch_init is None or (isinstance(scratch_init, str) and scratch_init.lower() == "auto")
+    if not resolve_scratch_init(scratch_init, init_checkpoint):
+        return module
     blocks = residual_blocks(module)
-    if (auto and resolve_scratch_init(scratch_init, init_checkpoint) and blocks
+    # on and not forced (True): "auto" with no weights
+    if (scratch_init is not True and blocks
             and all(isinstance(b.conv3.norm, FrozenBatchNorm2d) for b in blocks)):
         # A model whose norms are all frozen is built for pretrained weights: without norms that
         # learn, the recipe's Kaiming-initialised dynamic kernels grow from block to block (Inf
@@ -55,12 +57,10 @@ def _scratch_init(module, what, scratch_init, init_checkpoint, exclude=()):
             "weights, or train from scratch with MODEL.RESNETS.NORM BN / SyncBN / GN and "
             "MODEL.BACKBONE.FREEZE_AT 0 (MODEL.DCDC.SCRATCH_INIT True forces it).")
         return module
-    if resolve_scratch_init(scratch_init, init_checkpoint):
-        logger.info(f"Scratch initialisation of the {what} (scratch_init={scratch_init!r}, "
-                    f"weights {init_checkpoint!r}): convs Kaiming normal (fan_out), norms 1 / 0, "
-                    "each residual block's last norm 0.")
-        scratch_init_(module, exclude=exclude)
-    return module
+    logger.info(f"Scratch initialisation of the {what} (scratch_init={scratch_init!r}, "
+                f"weights {init_checkpoint!r}): convs Kaiming normal (fan_out), norms 1 / 0, "
+                "each residual block's last norm 0.")
+    return scratch_init_(module, exclude=exclude)
 
 
 def build_dcdc_resnet(stem, stages, out_features=None, freeze_at=0, *, scratch_init=False,
