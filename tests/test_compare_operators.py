@@ -1,8 +1,9 @@
 """tools/compare_operators.py (`make compare`) on a tiny schedule: two operators x one seed, a few
 iterations on the mini shapes splits (detection) and two iterations of one epoch on the shapes
 crops (classification). The tables hold each run's own final evaluation, the counts are those of
-the model each run trained, a rerun skips finished runs, a folder trained with other settings is
-refused, the paired intervals are Student's, and a grid's code is a worktree of one commit."""
+the model each run trained, a rerun skips finished runs, a run killed with its runner is continued,
+a folder trained with other settings is refused, the paired intervals are Student's, and a grid's
+code is a worktree of one commit."""
 import json
 import os
 import subprocess
@@ -145,6 +146,42 @@ def test_rerun_skips_finished_and_refuses_other_settings(grid, env):
     other = _compare(grid[0], env, "--num-vis", "0", "--neck", "dcdc", "--dry-run", "--tasks",
                      "detection")
     assert other.returncode != 0 and "was trained with other settings" in other.stdout + other.stderr
+
+
+# A run whose child "trains" by writing the final files, unless told to SIGKILL its parent (the
+# runner) first, as a killed session does.
+_KILLED_RUN = """
+import json, os, sys
+from dcdc.paper.comparison import Checkout, Run
+
+class Scripted(Run):
+    def command(self):
+        return [sys.executable, "-c", (
+            "import json, os, signal, sys\\n"
+            "if os.environ.get('KILL_RUNNER'): os.kill(os.getppid(), signal.SIGKILL); sys.exit(1)\\n"
+            f"os.chdir({self.output_dir!r})\\n"
+            "json.dump({'AP': 1.0}, open('eval.json', 'w')); open('model_final.pth', 'w')")]
+
+    def evaluation(self):
+        path = os.path.join(self.output_dir, "eval.json")
+        return json.load(open(path)) if os.path.isfile(path) else None
+
+run = Scripted(sys.argv[1], Checkout(sys.argv[2], sys.argv[2]), "dcdc", 1, [], {"task": "t"})
+run.train()
+print(json.dumps([run.finished(), run.wall_time()[1]]))
+"""
+
+
+def test_run_killed_with_its_runner_is_continued(tmp_path, env):
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_RUN)
+    cmd = [sys.executable, str(script), str(tmp_path / "grid"), REPO]
+    killed = subprocess.run(cmd, env={**env, "KILL_RUNNER": "1"}, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert os.path.isfile(tmp_path / "grid" / "dcdc_seed1" / "compare_run.json")  # claimed
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == [True, 2]  # two attempts
 
 
 def test_scaled_schedule_keeps_fractions():

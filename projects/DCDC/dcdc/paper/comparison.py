@@ -221,26 +221,36 @@ class Run:
                 and os.path.isfile(os.path.join(self.output_dir, self.FINAL)))
 
     def wall_time(self):
-        """Seconds of training (all attempts together), and the number of attempts."""
+        """Seconds of training (all attempts together; a killed attempt's are unknown), and the
+        number of attempts."""
         state = self._state() or {"attempts": []}
-        return sum(a["wall_s"] for a in state["attempts"]), len(state["attempts"])
+        return (sum(a.get("wall_s") or 0 for a in state["attempts"]), len(state["attempts"]))
+
+    def _write_state(self, state):
+        tmp = os.path.join(self.output_dir, RUN_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(tmp, os.path.join(self.output_dir, RUN_FILE))
 
     def train(self, threads=1, log=print):
-        """Train (or continue) in a child process; raises if it fails."""
+        """Train (or continue) in a child process; raises if it fails. The folder is claimed
+        (its state file written) before the child starts, so that a run killed at any moment
+        is continued by the next call, not refused as a stranger's folder."""
         self.check_folder()
         os.makedirs(self.output_dir, exist_ok=True)
         state = self._state() or {"settings": self.settings, "attempts": []}
+        attempt = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": None}
+        state["attempts"].append(attempt)
+        self._write_state(state)
         cmd = self.command()
         log(f"[{self.name}] " + " ".join(cmd))
         start = time.time()
         with open(os.path.join(self.output_dir, "train.log"), "a") as f:
             result = subprocess.run(cmd, env=self.code.env(threads), cwd=self.code.path,
                                     stdout=f, stderr=subprocess.STDOUT)
-        state["attempts"].append({"wall_s": round(time.time() - start, 1),
-                                  "returncode": result.returncode,
-                                  "ended": time.strftime("%Y-%m-%d %H:%M:%S")})
-        with open(os.path.join(self.output_dir, RUN_FILE), "w") as f:
-            json.dump(state, f, indent=2)
+        attempt.update(wall_s=round(time.time() - start, 1), returncode=result.returncode,
+                       ended=time.strftime("%Y-%m-%d %H:%M:%S"))
+        self._write_state(state)
         if result.returncode != 0:
             raise RuntimeError(f"[{self.name}] training failed with exit status "
                                f"{result.returncode}; see {self.output_dir}/train.log.")
